@@ -1,0 +1,363 @@
+"""Weight files: safe reading, layout detection, key maps between layouts, strict loading.
+
+Layouts (REFERENCE.md section 1):
+
+* ``paddleclas`` - PaddleClas SE_ResNet50_vd keys (``conv1_1._conv.weight`` ...); this is
+  also se_viz's own layout for ``se_resnet50_vd``.
+* ``se_viz`` - se_viz's canonical ``se_resnet50`` keys (``conv1._conv.weight`` ...).
+* ``timm`` - timm ``seresnet50`` keys (``layer1.0.se.fc1.weight`` ...), converted on load.
+* ``cadene`` - Cadene / ``legacy_seresnet50``: recognised and refused (stride on the first
+  1x1 conv, a different network).
+
+``.pdparams`` files are pickles: they are read with a restricted unpickler that only
+builds numpy arrays and plain containers, so nothing in a hostile file can run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsError
+
+LAYOUT_ARCH = {"paddleclas": "se_resnet50_vd", "se_viz": "se_resnet50", "timm": "se_resnet50"}
+SUFFIXES = (".pdparams", ".safetensors", ".pth", ".pt", ".bin")
+_PADDLE_META_KEYS = ("StructuredToParameterName@@",)
+
+# ---------------------------------------------------------------- safe unpickling
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "tuple"): tuple,
+    ("builtins", "list"): list,
+    ("builtins", "dict"): dict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+def _numpy_global(module: str, name: str) -> object | None:
+    """The few numpy callables that array pickles use (numpy 1 and 2 module names)."""
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        from numpy._core import multiarray
+        if name in ("_reconstruct", "scalar"):
+            return getattr(multiarray, name)
+    if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
+        from numpy._core import numeric
+        return numeric._frombuffer
+    if module == "_codecs" and name == "encode":  # protocol-2 pickles of bytes
+        import codecs
+        return codecs.encode
+    if module.startswith("numpy") and module.endswith("dtypes") and name.endswith("DType"):
+        from numpy import dtypes
+        return getattr(dtypes, name, None)
+    return None
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that can only build numpy arrays and plain containers."""
+
+    def find_class(self, module: str, name: str) -> object:
+        found = _ALLOWED_GLOBALS.get((module, name)) or _numpy_global(module, name)
+        if found is None:
+            raise WeightsError(
+                f"refused: the file asks to load '{module}.{name}', which a weights file never "
+                "needs; it may be malicious, so nothing in it was run. Use a .safetensors file "
+                "or the original PaddleClas .pdparams.")
+        return found
+
+
+def safe_unpickle(data: bytes, name: str = "file") -> object:
+    """Unpickle ``data`` allowing only arrays and containers; WeightsError otherwise."""
+    try:
+        return _SafeUnpickler(io.BytesIO(data)).load()
+    except WeightsError as exc:
+        raise WeightsError(f"{name}: {exc}") from None
+    except Exception as exc:  # any malformed pickle: report, never run
+        raise WeightsError(f"{name}: not a readable .pdparams file ({type(exc).__name__}: "
+                           f"{exc}). Re-download it or use a .safetensors file.") from exc
+
+
+# ---------------------------------------------------------------- reading files
+
+def _plain_arrays(obj: object, name: str) -> dict[str, np.ndarray]:
+    """Flatten a loaded pickle into {key: float array}, unwrapping Paddle's (name, array)."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{name}: expected a dictionary of arrays, found {type(obj).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, value in obj.items():
+        if key in _PADDLE_META_KEYS:
+            continue
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):
+            value = value[1]  # Paddle pickles a Tensor as (tensor_name, array)
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise WeightsError(f"{name}: entry {key!r} is not an array; not a weights file")
+        if value.dtype.kind not in "fiub":
+            raise WeightsError(f"{name}: entry {key!r} has dtype {value.dtype}; expected numbers")
+        out[key] = value
+    return out
+
+
+def _read_safetensors(data: bytes, name: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        arrays = load(data)
+        meta = _safetensors_metadata(data)
+    except (SafetensorError, ValueError, OSError, TypeError) as exc:
+        raise WeightsError(f"{name}: not a valid .safetensors file ({exc}). Check that the "
+                           "download finished, or convert the file with "
+                           "'python -m se_viz weights convert'.") from exc
+    return dict(arrays), meta
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    import json
+    import struct
+
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    return dict(header.get("__metadata__") or {})
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(f"{path.name}: reading .pth files needs PyTorch, which is not "
+                           "installed. Install torch or convert the checkpoint to .safetensors "
+                           "elsewhere.") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path.name}: torch could not read it safely ({exc})") from exc
+    for nest in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(nest), Mapping):
+            obj = obj[nest]
+            break
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+
+
+def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
+    """Read a weights file: (arrays, metadata, sha256 hex). Format chosen by suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise WeightsError(f"{path.name}: unsupported weights format '{suffix}'; use "
+                           f"{', '.join(SUFFIXES[:2])} (or .pth with torch installed)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}. Check the path, or run "
+                           "'python -m se_viz weights fetch' to download the default.") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise WeightsError(f"{path.name}: the file is empty (an interrupted download?). "
+                           "Delete it and download it again.")
+    digest = hashlib.sha256(data).hexdigest()
+    if suffix == ".pdparams":
+        return _plain_arrays(safe_unpickle(data, path.name), path.name), {}, digest
+    if suffix == ".safetensors":
+        arrays, meta = _read_safetensors(data, path.name)
+        return arrays, meta, digest
+    return _read_torch(path), {}, digest
+
+
+def read_bytes(data: bytes, name: str = "upload.safetensors"
+               ) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
+    """Read uploaded bytes; only ever as safetensors (never unpickled)."""
+    if not data:
+        raise WeightsError(f"{name}: the file is empty")
+    arrays, meta = _read_safetensors(data, name)
+    return arrays, meta, hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- layouts and key maps
+
+def detect_layout(keys: object) -> str:
+    """'paddleclas', 'se_viz', 'timm', 'cadene' or 'unknown' from a file's key names."""
+    keys = set(keys)
+    if "conv1_1._conv.weight" in keys:
+        return "paddleclas"
+    if "conv1._conv.weight" in keys:
+        return "se_viz"
+    if any(k.startswith("bb_") for k in keys):
+        return "paddleclas"
+    if any(".se.fc1." in k for k in keys) or "layer1.0.conv1.weight" in keys:
+        return "timm"
+    if any(k.startswith("layer0.") for k in keys) or any("se_module" in k for k in keys):
+        return "cadene"
+    return "unknown"
+
+
+_BN = {"weight": "weight", "bias": "bias", "_mean": "running_mean", "_variance": "running_var"}
+_BN_BACK = {v: k for k, v in _BN.items()}
+
+
+def _linear_from_conv(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1]).T)
+
+
+def _conv_from_linear(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.T[:, :, None, None])
+
+
+def _transpose(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.T)
+
+
+def timm_key(key: str) -> tuple[str, Callable[[np.ndarray], np.ndarray] | None]:
+    """timm name for an se_viz ``se_resnet50`` key, and the transform se_viz -> timm."""
+    if m := re.fullmatch(r"conv1\._conv\.weight", key):
+        return "conv1.weight", None
+    if m := re.fullmatch(r"conv1\._batch_norm\.(\w+)", key):
+        return f"bn1.{_BN[m[1]]}", None
+    if m := re.fullmatch(r"bb_(\d)_(\d+)\.(.+)", key):
+        prefix, rest = f"layer{int(m[1]) + 1}.{m[2]}", m[3]
+        if c := re.fullmatch(r"conv(\d)\._conv\.weight", rest):
+            return f"{prefix}.conv{int(c[1]) + 1}.weight", None
+        if c := re.fullmatch(r"conv(\d)\._batch_norm\.(\w+)", rest):
+            return f"{prefix}.bn{int(c[1]) + 1}.{_BN[c[2]]}", None
+        if rest == "short._conv.weight":
+            return f"{prefix}.downsample.0.weight", None
+        if c := re.fullmatch(r"short\._batch_norm\.(\w+)", rest):
+            return f"{prefix}.downsample.1.{_BN[c[1]]}", None
+        if c := re.fullmatch(r"scale\.(squeeze|excitation)\.(weight|bias)", rest):
+            fc = "fc1" if c[1] == "squeeze" else "fc2"
+            return f"{prefix}.se.{fc}.{c[2]}", (_conv_from_linear if c[2] == "weight" else None)
+    if key == "out.weight":
+        return "fc.weight", _transpose
+    if key == "out.bias":
+        return "fc.bias", None
+    raise KeyError(f"no timm name for se_viz key {key}")
+
+
+def to_timm(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """se_viz ``se_resnet50`` state dict -> timm ``seresnet50`` key names and shapes."""
+    out = {}
+    for key, value in state.items():
+        name, fn = timm_key(key)
+        out[name] = fn(value) if fn else np.asarray(value)
+    return out
+
+
+_TIMM_INVERSE = {_conv_from_linear: _linear_from_conv, _transpose: _transpose}
+
+
+def from_timm(state: Mapping[str, np.ndarray], target_keys: list[str]) -> dict[str, np.ndarray]:
+    """timm ``seresnet50`` arrays -> se_viz keys, for the se_viz keys ``target_keys``.
+
+    ``num_batches_tracked`` is dropped; keys the target has no place for stay under their
+    timm name so that strict loading reports them.
+    """
+    src = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    out: dict[str, np.ndarray] = {}
+    for key in target_keys:
+        name, fn = timm_key(key)
+        if name in src:
+            value = src.pop(name)
+            out[key] = _TIMM_INVERSE[fn](value) if fn and value.ndim in (2, 4) else value
+    out.update(src)
+    return out
+
+
+# ---------------------------------------------------------------- strict loading
+
+def _shape_hint(key: str, got: tuple, want: tuple) -> str:
+    if key == "out.weight" and len(got) == 2:
+        return f" (the file has {got[1]} classes: pass num_classes={got[1]})"
+    if key.endswith("scale.squeeze.weight") and len(got) == 2 and got[1]:
+        return f" (the file's SE reduction ratio is about {got[0] / got[1]:g}: pass reduction)"
+    return ""
+
+
+def check_state(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
+                name: str, layout: str) -> None:
+    """Raise WeightsError naming the first offending keys unless keys and shapes match."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    looks = (f"looks like the '{layout}' layout (for {LAYOUT_ARCH[layout]})"
+             if layout in LAYOUT_ARCH else f"looks like the '{layout}' layout")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatch(es), first: {k} is "
+                     f"{list(state[k].shape)} in the file but {list(expected[k])} in the model"
+                     + _shape_hint(k, tuple(state[k].shape), tuple(expected[k])))
+    raise WeightsError(f"{name} does not fit this model: " + "; ".join(parts)
+                       + f". The file {looks}.")
+
+
+def to_model_layout(arrays: Mapping[str, np.ndarray], arch: str,
+                    expected: Mapping[str, tuple], name: str) -> tuple[dict, str]:
+    """Map a file's arrays onto ``arch``'s keys: (state dict, detected layout)."""
+    layout = detect_layout(arrays)
+    if layout == "cadene":
+        raise WeightsError(f"{name} is a Cadene/legacy_seresnet50 checkpoint (stride on the first "
+                           "1x1 conv, a different network); se_viz supports timm's seresnet50 "
+                           "and PaddleClas's SE_ResNet50_vd weights.")
+    want_arch = LAYOUT_ARCH.get(layout)
+    if want_arch and want_arch != arch:
+        raise WeightsError(f"{name} holds '{layout}' weights for {want_arch}, not {arch}: "
+                           f"use arch '{want_arch}' (--arch {want_arch}).")
+    if layout == "timm":
+        arrays = from_timm(arrays, list(expected))
+    state = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+    check_state(state, expected, name, layout)
+    return state, layout
+
+
+def load_arrays(model: object, arrays: Mapping[str, np.ndarray], name: str = "weights"
+                ) -> str:
+    """Strictly load ``arrays`` (any supported layout) into ``model``; return the layout."""
+    current = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in current.items()}
+    state, layout = to_model_layout(arrays, model.arch, expected, name)
+    for key, param in current.items():
+        param.set_value(state[key])
+    return layout
+
+
+def export_state(model: object) -> dict[str, np.ndarray]:
+    """The model's state dict as contiguous float32 numpy arrays (se_viz layout)."""
+    return {k: np.ascontiguousarray(v.numpy(), dtype=np.float32)
+            for k, v in model.state_dict().items()}
+
+
+def save_safetensors(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write arrays to ``path`` atomically (temp file + rename)."""
+    from safetensors.numpy import save
+
+    path = Path(path)
+    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                metadata={k: str(v) for k, v in (metadata or {}).items()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
