@@ -250,3 +250,21 @@ FACTORIES = {"se_resnet50_vd": se_resnet50_vd, "se_resnet50": se_resnet50}
 def count_parameters(model: nn.Layer) -> int:
     """Number of trainable parameters (BN running statistics excluded)."""
     return int(sum(int(np.prod(p.shape)) for p in model.parameters() if p.trainable))
+
+
+@dataclass(frozen=True)
+class SEParameters:
+    """One SE block's weights as numpy: w1 (C, h), b1 (h,), w2 (h, C), b2 (C,)."""
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+
+def se_parameters(model: nn.Layer) -> dict[str, SEParameters]:
+    """Block name -> its SE weights as float32 numpy copies (Paddle Linear is [in, out])."""
+    return {name: SEParameters(se.squeeze.weight.numpy().copy(), se.squeeze.bias.numpy().copy(),
+                               se.excitation.weight.numpy().copy(),
+                               se.excitation.bias.numpy().copy())
+            for name, _, se in se_blocks(model)}
