@@ -9,12 +9,7 @@ Public API::
 
 from __future__ import annotations
 
-import os as _os
-
-if "OMP_NUM_THREADS" not in _os.environ:  # `import paddle` would pin eager mode to 1 core
-    _os.environ["OMP_NUM_THREADS"] = str(len(_os.sched_getaffinity(0)) or 1)
-
-from .errors import InvalidImageError, SEVizError, WeightsError  # noqa: E402
+from .errors import InvalidImageError, SEVizError, WeightsError
 
 __version__ = "0.1.0"
 
