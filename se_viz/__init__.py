@@ -9,7 +9,12 @@ Public API::
 
 from __future__ import annotations
 
+import warnings as _warnings
+
 from .errors import InvalidImageError, SEVizError, WeightsError
+
+# Paddle warns at import time that ccache (a C++ build cache) is missing; irrelevant here.
+_warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 __version__ = "0.1.0"
 

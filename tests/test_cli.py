@@ -1,0 +1,192 @@
+"""Command line: capture outputs round-trip, bad files, weights commands, offline behaviour."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import se_viz
+from se_viz import download, export
+from se_viz.cli import main
+from se_viz.images import load_image
+from se_viz.weights import export_state, read_file, save_safetensors, to_timm
+
+from .conftest import make_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT = ROOT / "assets" / "cat_chelsea.jpg"
+CUP = ROOT / "assets" / "coffee_cup.jpg"
+W8 = ["--width", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_full_head():
+    """Width-8 model with 1000 classes: what `--width 8` builds (seed 0)."""
+    return make_tiny(num_classes=1000)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".json", ".csv"])
+def test_capture_writes_all_blocks_and_round_trips(tmp_path, capsys, suffix, tiny_full_head):
+    out = tmp_path / f"gates{suffix}"
+    rc = main(["capture", str(CAT), str(CUP), "--out", str(out), *W8])
+    assert rc == 0
+    files, logits, gates, meta = export.read(out)
+    assert files == [str(CAT), str(CUP)]
+    assert list(gates) == list(se_viz.BLOCK_NAMES)
+    ref = se_viz.capture(tiny_full_head, [load_image(CAT), load_image(CUP)])
+    np.testing.assert_allclose(logits, ref.logits, rtol=1e-4, atol=1e-4)
+    for name in ref.gates:
+        np.testing.assert_allclose(gates[name], ref.gates[name], atol=1e-5)
+    assert str(meta["untrained"]) in ("True", "true") or meta["untrained"] is True
+    assert "resize short side 256" in meta["preprocessing"]
+    assert "UNTRAINED" in capsys.readouterr().err
+
+
+def test_npz_layout_matches_the_contract(tmp_path):
+    out = tmp_path / "g.npz"
+    assert main(["capture", str(CAT), "--out", str(out), *W8]) == 0
+    with np.load(out, allow_pickle=False) as z:
+        assert z["logits"].shape == (1, 1000) and z["files"].shape == (1,)
+        assert z["SE_2_1"].shape == (1, 32) and z["SE_5_3"].shape == (1, 256)
+        assert z["SE_3_4"].dtype == np.float32
+
+
+def test_bad_file_among_good_ones(tmp_path, capsys):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"definitely not a jpeg")
+    out = tmp_path / "g.json"
+    rc = main(["capture", str(CAT), str(junk), str(CUP), "--out", str(out), *W8])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "junk.jpg" in err and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if "junk.jpg" in ln and "not an image" in ln]
+    files, _, gates, _ = export.read(out)
+    assert files == [str(CAT), str(CUP)] and gates["SE_2_1"].shape[0] == 2
+
+
+def test_only_bad_files_write_nothing(tmp_path, capsys):
+    out = tmp_path / "g.npz"
+    rc = main(["capture", str(tmp_path / "missing.png"), "--out", str(out), *W8])
+    assert rc == 1 and not out.exists()
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_top5_printout_without_out(capsys):
+    assert main(["capture", str(CAT), *W8]) == 0
+    out = capsys.readouterr().out
+    assert str(CAT) in out and "  5. " in out and "%" in out
+    assert "untrained" in out
+
+
+def test_default_weights_use_the_cached_pretrained_file(tmp_path, capsys):
+    model = make_tiny(seed=21, num_classes=1000)
+    target = download.expected_path("se_resnet50_vd")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    import paddle
+    paddle.save(model.state_dict(), str(target))
+    out = tmp_path / "g.npz"
+    assert main(["capture", str(CAT), "--out", str(out), *W8]) == 0
+    assert "UNTRAINED" not in capsys.readouterr().err
+    _, logits, _, meta = export.read(out)
+    ref = se_viz.capture(model, [load_image(CAT)])
+    np.testing.assert_allclose(logits, ref.logits, rtol=1e-4, atol=1e-4)
+    assert meta["weights"] == str(target) and meta["layout"] == "paddleclas"
+
+
+def test_pretrained_offline_fails_fast_with_instructions(monkeypatch, capsys):
+    monkeypatch.setenv("SE_VIZ_MIRROR", "http://127.0.0.1:9")  # discard port: refused
+    start = time.monotonic()
+    rc = main(["capture", str(CAT), "--weights", "pretrained", *W8])
+    assert rc == 1 and time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert "SE_ResNet50_vd_pretrained.pdparams" in err and "Traceback" not in err
+    assert str(download.expected_path("se_resnet50_vd")) in err
+    assert download.cached_path("se_resnet50_vd") is None
+
+
+@pytest.mark.parametrize("arch", ["se_resnet50", "se_resnet50_vd"])
+def test_weights_convert_reproduces_the_source(tmp_path, capsys, arch):
+    import paddle
+    src = make_tiny(arch, seed=5, num_classes=1000)
+    if arch == "se_resnet50":  # a timm checkpoint, converted on the way
+        inp = save_safetensors(to_timm(export_state(src)), tmp_path / "model.safetensors")
+    else:  # a PaddleClas .pdparams
+        inp = tmp_path / "w.pdparams"
+        paddle.save(src.state_dict(), str(inp))
+    out = tmp_path / "converted.safetensors"
+    assert main(["weights", "convert", str(inp), str(out), *W8]) == 0
+    assert "converted" in capsys.readouterr().out
+    arrays, meta, _ = read_file(out)
+    assert meta["arch"] == arch and meta["format"] == "se_viz"
+    from se_viz.weights import detect_layout
+    assert detect_layout(arrays) == ("se_viz" if arch == "se_resnet50" else "paddleclas")
+    again = se_viz.build_model(arch, out, width=8)
+    x = [load_image(CAT)]
+    np.testing.assert_allclose(se_viz.capture(again, x).logits, se_viz.capture(src, x).logits,
+                               rtol=1e-5, atol=1e-5)
+    assert main(["weights", "convert", str(inp), str(tmp_path / "bad.bin"), *W8]) == 2
+    assert "must be a .safetensors" in capsys.readouterr().err
+
+
+def test_weights_install_checks_then_places_the_file(tmp_path, capsys):
+    import paddle
+    other = save_safetensors(export_state(make_tiny(num_classes=1000)), tmp_path / "a.safetensors")
+    assert main(["weights", "install", str(other), *W8]) == 1
+    assert "--weights" in capsys.readouterr().err
+    bad, good = tmp_path / "bad.pdparams", tmp_path / "good.pdparams"
+    paddle.save(make_tiny(num_classes=3).state_dict(), str(bad))
+    model = make_tiny(num_classes=1000, seed=8)
+    paddle.save(model.state_dict(), str(good))
+    assert main(["weights", "install", str(bad), *W8]) == 1
+    assert "num_classes=3" in capsys.readouterr().err
+    assert download.cached_path("se_resnet50_vd") is None
+    assert main(["weights", "install", str(good), *W8]) == 0
+    cached = download.cached_path("se_resnet50_vd")
+    assert cached is not None and cached.read_bytes() == good.read_bytes()
+
+
+def test_weights_info_and_bad_arguments(capsys):
+    assert main(["weights", "info"]) == 0
+    out = capsys.readouterr().out
+    assert "cache folder" in out and "se_resnet50_vd" in out and "missing" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", str(CAT), "--reduction", "0.5"])
+    assert exc.value.code == 2
+    assert "r must be >= 1" in capsys.readouterr().err
+
+
+def test_weights_fetch_from_a_local_mirror(tmp_path, capsys):
+    import functools
+    import http.server
+    import threading
+
+    model = make_tiny(num_classes=1000)
+    served = tmp_path / "srv"
+    served.mkdir()
+    import paddle
+    paddle.save(model.state_dict(), str(served / "SE_ResNet50_vd_pretrained.pdparams"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/SE_ResNet50_vd_pretrained.pdparams"
+        assert main(["weights", "fetch", "--url", url]) == 0
+        assert download.cached_path("se_resnet50_vd") is not None
+        assert main(["weights", "fetch"]) == 0
+        assert "already cached" in capsys.readouterr().out
+    finally:
+        srv.shutdown()
+
+
+def test_module_entry_point_runs_in_a_fresh_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "se_viz", "capture", str(CAT), *W8],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1. " in proc.stdout and "Traceback" not in proc.stderr
+    assert "ccache" not in proc.stderr
