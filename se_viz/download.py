@@ -146,7 +146,8 @@ def sha256_file(path: str | Path) -> str:
 def cleanup_partials(folder: Path | None = None, *, older_than: float = 0.0) -> int:
     """Delete leftover ``*.part`` files (from killed runs) in ``folder`` (default: the cache).
 
-    Only files whose last write is at least ``older_than`` seconds ago are removed. Returns the count.
+    A file is removed when the process that wrote it (its name carries the pid) is gone, or
+    when its last write is at least ``older_than`` seconds ago. Returns the count.
     """
     folder = cache_dir() if folder is None else Path(folder)
     if not folder.is_dir():
@@ -156,7 +157,7 @@ def cleanup_partials(folder: Path | None = None, *, older_than: float = 0.0) -> 
         if not entry.name.endswith(_PART_SUFFIX) or not entry.is_file():
             continue
         try:
-            if now - entry.stat().st_mtime >= older_than:
+            if not _writer_alive(entry.name) or now - entry.stat().st_mtime >= older_than:
                 entry.unlink()
                 removed += 1
         except FileNotFoundError:
@@ -273,6 +274,21 @@ def _check_file(size: int, sha256: str, expected_size: int | None,
                        hint="The file is corrupt or not the expected one.")
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process whose pid is in a ``.{file}.{pid}.{random}.part`` name still runs."""
+    parts = name.split(".")
+    pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
+    if pid is None or pid == os.getpid():
+        return True  # ours (another thread) or unknown: only the age rule applies
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours to signal
+        return True
+    return True
+
+
 def _atomic_write(dest: Path, fill: Callable[[BinaryIO], str], *,
                   expected_size: int | None, expected_sha256: str | None) -> None:
     """Run ``fill`` on a temp file beside ``dest``, check it, fsync and ``os.replace`` into ``dest``.
@@ -281,7 +297,8 @@ def _atomic_write(dest: Path, fill: Callable[[BinaryIO], str], *,
     on success.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_PART_SUFFIX, dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=_PART_SUFFIX,
+                                dir=dest.parent)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
