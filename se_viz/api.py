@@ -45,9 +45,42 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
         model.preprocessing = TIMM_EVAL
     model.info = replace(model.info, weights=str(path), layout=layout, sha256=digest,
                          pretrained=pretrained or _is_cached_pretrained(path),
-                         extra={"metadata": meta})
+                         extra={"metadata": meta, "fingerprint": file_fingerprint(path)})
     model.eval()
     return model
+
+
+def file_fingerprint(path: str | os.PathLike) -> tuple[int, int]:
+    """(size, mtime_ns) of a file: a cheap change detector; (-1, -1) if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def verify_weights(model: SEResNet) -> None:
+    """Raise WeightsError if the model's weights file changed on disk since it was loaded.
+
+    A cheap stat check first; when size or mtime moved, the sha256 decides (a touched but
+    identical file is fine). Untrained models have no file and always pass.
+    """
+    info = model.info
+    if info.untrained or info.sha256 is None:
+        return
+    if file_fingerprint(info.weights) == info.extra.get("fingerprint"):
+        return
+    from .download import sha256_file
+
+    try:
+        digest = sha256_file(info.weights)
+    except OSError:
+        digest = None
+    if digest != info.sha256:
+        raise WeightsError(f"{Path(info.weights).name} changed on disk after it was loaded "
+                           f"(sha256 {info.sha256[:12]} -> {(digest or 'missing')[:12]}); "
+                           "reload the model to use the new file.")
+    info.extra["fingerprint"] = file_fingerprint(info.weights)
 
 
 def _is_cached_pretrained(path: Path) -> bool:
@@ -57,4 +90,4 @@ def _is_cached_pretrained(path: Path) -> bool:
         return False
 
 
-__all__ = ["build_model", "WeightsError"]
+__all__ = ["build_model", "verify_weights", "file_fingerprint", "WeightsError"]

@@ -198,3 +198,22 @@ def test_pth_needs_torch_or_says_so(tmp_path):
             _build("se_resnet50", path)
     else:  # pragma: no cover - torch is optional
         pytest.skip("torch installed: covered by conversion tests")
+
+
+def test_a_weights_file_changed_on_disk_is_detected(tmp_path):
+    import os
+
+    from se_viz.api import file_fingerprint, verify_weights
+    path = save_safetensors(export_state(make_tiny(seed=1)), tmp_path / "w.safetensors")
+    model = _build("se_resnet50_vd", path)
+    verify_weights(model)  # unchanged
+    os.utime(path, ns=(1, 1))  # touched, same bytes: fine
+    verify_weights(model)
+    assert model.info.extra["fingerprint"] == file_fingerprint(path)
+    save_safetensors(export_state(make_tiny(seed=2)), path)  # replaced behind our back
+    with pytest.raises(WeightsError, match="changed on disk"):
+        verify_weights(model)
+    path.unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        verify_weights(model)
+    verify_weights(make_tiny())  # untrained: nothing to check
