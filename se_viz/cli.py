@@ -82,37 +82,44 @@ def _metadata(model) -> dict:
             "preprocessing": model.preprocessing.describe()}
 
 
-def _decode_all(paths: Sequence[str]) -> tuple[list[str], list, list[str]]:
-    from .images import load_image
+def _capture_stream(model, paths: Sequence[str], batch_size: int):
+    """Decode and capture ``paths`` batch by batch (memory bounded by one batch).
 
-    good, images, bad = [], [], []
-    for path in paths:
+    Returns (usable paths, Capture or None, unusable paths); each unusable file gets one
+    line on stderr naming it and the reason.
+    """
+    from .hooks import Capture, capture
+    from .images import load_image, preprocess
+
+    good, bad, parts, pending, names = [], [], [], [], []
+    for k, path in enumerate(paths):
         try:
-            images.append(load_image(path))
-            good.append(path)
+            pending.append(preprocess(load_image(path), model.preprocessing))
+            names.append(path)
         except SEVizError as exc:
             _err(str(exc))
             bad.append(path)
-    return good, images, bad
+        if pending and (len(pending) == batch_size or k == len(paths) - 1):
+            import numpy as np
+            parts.append(capture(model, np.stack(pending), batch_size=batch_size))
+            good.extend(names)
+            pending, names = [], []
+    return good, (Capture.concat(parts) if parts else None), bad
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from . import export
-    from .labels import label_for
+    from .labels import imagenet_labels, label_for
 
     if args.out and Path(args.out).suffix.lower() not in export.FORMATS:
         _err(f"--out must end in {', '.join(export.FORMATS)}, got '{args.out}'")
         return EXIT_USAGE
-    good, images, bad = _decode_all(args.images)
-    if not good:
+    model = _load_model(args)
+    good, cap, bad = _capture_stream(model, args.images, args.batch_size)
+    if cap is None:
         _err("no usable image; nothing written")
         return EXIT_FAILED
-    model = _load_model(args)
-    from .hooks import capture
-
-    cap = capture(model, images, batch_size=args.batch_size)
     if args.out:
-        from .labels import imagenet_labels
         labels = imagenet_labels() if model.info.num_classes == 1000 else None
         export.write(args.out, good, cap.logits, cap.gates, _metadata(model), labels)
         print(f"wrote {len(good)} image(s), {len(cap.gates)} blocks -> {args.out}")

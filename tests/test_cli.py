@@ -190,3 +190,20 @@ def test_module_entry_point_runs_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "1. " in proc.stdout and "Traceback" not in proc.stderr
     assert "ccache" not in proc.stderr
+
+
+def test_many_images_are_batched_in_order(tmp_path, tiny_full_head):
+    from PIL import Image
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"im{i}.png"
+        Image.new("RGB", (40 + i, 50), (30 * i, 255 - 30 * i, 90)).save(p)
+        paths.append(str(p))
+    paths.insert(3, str(tmp_path / "gone.png"))
+    out = tmp_path / "g.npz"
+    assert main(["capture", *paths, "--out", str(out), "--batch-size", "3", *W8]) == 1
+    files, logits, gates, _ = export.read(out)
+    assert files == [p for p in paths if "gone" not in p]
+    ref = se_viz.capture(tiny_full_head, [load_image(p) for p in files])
+    np.testing.assert_allclose(gates["SE_3_2"], ref.gates["SE_3_2"], atol=1e-5)
+    np.testing.assert_allclose(logits, ref.logits, rtol=1e-4, atol=1e-4)
