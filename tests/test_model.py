@@ -110,3 +110,26 @@ def test_se_block_matches_its_definition():
     s = 1 / (1 + np.exp(-(np.maximum(x.mean(axis=(2, 3)) @ w1 + b1, 0) @ w2 + b2)))
     got = se(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(got, x * s[:, :, None, None], rtol=1e-5, atol=1e-6)
+
+
+PADDLECLAS_KEYS = {  # REFERENCE.md 1a: names and shapes in PaddleClas's SE_ResNet50_vd file
+    "conv1_1._conv.weight": [32, 3, 3, 3],
+    "conv1_3._batch_norm._variance": [64],
+    "bb_0_0.conv0._conv.weight": [64, 64, 1, 1],
+    "bb_0_0.scale.squeeze.weight": [256, 16],
+    "bb_0_0.scale.squeeze.bias": [16],
+    "bb_0_0.scale.excitation.weight": [16, 256],
+    "bb_0_0.short._conv.weight": [256, 64, 1, 1],
+    "bb_1_0.conv1._conv.weight": [128, 128, 3, 3],
+    "bb_3_2.scale.excitation.bias": [2048],
+    "out.weight": [2048, 1000],
+    "out.bias": [1000],
+}
+
+
+def test_vd_keys_are_paddleclas_keys_so_its_file_loads_unchanged():
+    state = SEResNet("se_resnet50_vd").state_dict()
+    for key, shape in PADDLECLAS_KEYS.items():
+        assert list(state[key].shape) == shape, key
+    assert not any("_pool2d_avg" in k or k.endswith(".gate") for k in state)
+    assert sum(k.startswith("bb_") and k.endswith("short._conv.weight") for k in state) == 4
