@@ -1,0 +1,270 @@
+"""Figure builders: assert on fig.data (traces, shapes, NaN padding, scales, hover), not pixels."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from se_viz import analysis as A
+from se_viz import figures as F
+
+BLOCKS = [f"SE_{s + 2}_{i + 1}" for s, d in enumerate((3, 4, 6, 3)) for i in range(d)]
+CHANNELS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+
+
+def real_gates(seed=0, n=None):
+    """Gates with SE-ResNet-50's real shapes, float32: (C,) or (n, C) per block."""
+    rng = np.random.default_rng(seed)
+    shape = (lambda c: (c,)) if n is None else (lambda c: (n, c))
+    return {b: rng.random(shape(c)).astype(np.float32) for b, c in zip(BLOCKS, CHANNELS)}
+
+
+def small_gates(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"SE_2_1": rng.random(4).astype(np.float32), "SE_2_2": rng.random(4).astype(np.float32),
+            "SE_3_1": rng.random(6).astype(np.float32)}
+
+
+# ----------------------------------------------------------------- heatmaps
+
+
+def test_gate_heatmap_one_trace_with_nan_padding_and_fixed_scale():
+    fig = F.gate_heatmap(small_gates())
+    assert len(fig.data) == 1
+    hm = fig.data[0]
+    assert isinstance(hm, go.Heatmap)
+    assert hm.z.shape == (3, 6) and hm.z.dtype == np.float32
+    assert np.isnan(hm.z[0, 4:]).all() and np.isnan(hm.z[1, 4:]).all()
+    assert not np.isnan(hm.z[2]).any() and not np.isnan(hm.z[:, :4]).any()
+    assert (hm.zmin, hm.zmax) == (0.0, 1.0) and hm.hoverongaps is False
+    assert hm.colorscale == go.Heatmap(colorscale="Viridis").colorscale
+    assert list(hm.y) == ["SE_2_1", "SE_2_2", "SE_3_1"]
+    assert fig.layout.yaxis.autorange == "reversed"  # SE_2_1 on top
+    for token in ("block %{y}", "channel %{x}", "gate %{z"):
+        assert token in hm.hovertemplate
+    # one separator between stage 2 and stage 3, between rows 1 and 2
+    assert [s.y0 for s in fig.layout.shapes] == [1.5]
+
+
+def test_gate_heatmap_reordered_hover_gives_real_channel():
+    gates = small_gates()
+    orders = {n: A.channel_order(g, "sorted") for n, g in gates.items()}
+    hm = F.gate_heatmap(gates, orders).data[0]
+    assert "channel %{customdata}" in hm.hovertemplate
+    cd = np.asarray(hm.customdata)
+    assert cd.shape == hm.z.shape
+    for b, name in enumerate(gates):
+        c = len(gates[name])
+        np.testing.assert_array_equal(cd[b, :c], orders[name])
+        np.testing.assert_array_equal(hm.z[b, :c], gates[name][cd[b, :c]])  # hover is truthful
+        assert np.all(np.diff(hm.z[b, :c]) <= 0)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_heatmap_of_16_blocks_serialises_small(full):
+    gates = real_gates()
+    if full:  # 16 x 2048, no padding: the brief's worst case
+        rng = np.random.default_rng(1)
+        gates = {b: rng.random(2048).astype(np.float32) for b in BLOCKS}
+    fig = F.gate_heatmap(gates)
+    assert fig.data[0].z.shape == (16, 2048)
+    text = fig.to_json()
+    assert len(text.encode()) < 250_000
+    assert '"dtype":"f4"' in text  # typed array, not a list of floats
+    assert len(fig.layout.shapes) == 3  # stage boundaries
+
+
+def test_difference_heatmap_is_b_minus_a_on_symmetric_diverging_scale():
+    a, b = small_gates(0), small_gates(1)
+    hm = F.difference_heatmap(a, b).data[0]
+    assert hm.zmid == 0 and (hm.zmin, hm.zmax) == (-1.0, 1.0)
+    assert hm.colorscale == go.Heatmap(colorscale="RdBu").colorscale
+    np.testing.assert_allclose(hm.z[2], b["SE_3_1"] - a["SE_3_1"])
+    assert np.isnan(hm.z[0, 4:]).all() and hm.hoverongaps is False
+    assert "block %{y}" in hm.hovertemplate and "channel %{x}" in hm.hovertemplate
+    with pytest.raises(ValueError, match="same blocks"):
+        F.difference_heatmap(a, {"SE_2_1": a["SE_2_1"]})
+
+
+def test_similarity_heatmap():
+    names = ["SE_2_1", "SE_2_2"]
+    fig = F.similarity_heatmap(np.array([[1, 0.3], [0.3, 1]]), names)
+    hm = fig.data[0]
+    assert hm.z.dtype == np.float32 and hm.z.shape == (2, 2)
+    assert list(hm.x) == names and (hm.zmin, hm.zmax) == (0.0, 1.0)
+    assert "%{y}" in hm.hovertemplate and "%{x}" in hm.hovertemplate
+
+
+# ----------------------------------------------------------------- line and bar charts
+
+
+def test_gate_histogram_bins_on_unit_interval():
+    tr = F.gate_histogram(np.linspace(0, 1, 50, dtype=np.float32), "SE_4_2").data[0]
+    assert isinstance(tr, go.Histogram)
+    assert (tr.xbins.start, tr.xbins.end, tr.xbins.size) == (0.0, 1.0, 0.05)
+    assert "SE_4_2" in tr.hovertemplate
+
+
+def test_stats_profile_one_line_per_statistic():
+    table = A.stats_table(small_gates())
+    fig = F.stats_profile(table)
+    assert [t.name for t in fig.data] == ["mean", "std", "entropy", "frac_low", "frac_high"]
+    for tr in fig.data:
+        assert list(tr.x) == ["SE_2_1", "SE_2_2", "SE_3_1"]
+        np.testing.assert_allclose(tr.y, table[tr.name], rtol=1e-6)
+
+
+def test_figure6_subplots_and_shared_legend():
+    gates = real_gates(n=3)
+    fig = F.figure6(gates, ["goldfish", "pug", "plane"])
+    assert len(fig.layout.annotations) == 6  # one subplot title per block
+    assert [a.text for a in fig.layout.annotations] == list(A.PAPER_FIG6_BLOCKS)
+    assert len(fig.data) == 6 * 3
+    assert sum(bool(t.showlegend) for t in fig.data) == 3
+    first = fig.data[0]
+    assert first.name == "goldfish" and len(first.y) == 256  # SE_2_3 has 256 channels
+    np.testing.assert_array_equal(first.y, gates["SE_2_3"][0])
+    assert "SE_2_3" in first.hovertemplate and "channel %{x}" in first.hovertemplate
+    assert len(fig.to_json()) < 600_000
+    one = F.figure6(gates, ["goldfish", "pug", "plane"], ["SE_4_2"])  # one block, side by side
+    assert len(one.data) == 3 and one.data[2].xaxis == "x"
+    with pytest.raises(ValueError, match="SE_5_3"):
+        F.figure6({k: v for k, v in gates.items() if k != "SE_5_3"}, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="labels"):
+        F.figure6(gates, ["only one"])
+
+
+def test_distance_bars_grouped():
+    table = A.compare_images(small_gates(0), small_gates(1), k=2)
+    fig = F.distance_bars(table)
+    assert fig.layout.barmode == "group"
+    assert [type(t) for t in fig.data] == [go.Bar] * 3
+    np.testing.assert_allclose(fig.data[1].y, table["js"], rtol=1e-6)
+
+
+def test_topk_bar_keeps_duplicate_class_names_apart():
+    fig = F.topk_bar(["crane", "crane", "pug"], [0.5, 0.3, 0.1])
+    bar = fig.data[0]
+    assert bar.orientation == "h" and len(bar.y) == 3
+    assert list(fig.layout.yaxis.ticktext) == ["crane", "crane", "pug"]
+    assert list(bar.customdata) == ["crane", "crane", "pug"]
+
+
+def test_topk_compare_two_panels():
+    fig = F.topk_compare(["a", "b"], [0.6, 0.2], ["b", "a"], [0.7, 0.1])
+    assert len(fig.data) == 2 and [a.text for a in fig.layout.annotations] == ["before", "after"]
+    assert list(fig.layout.yaxis2.ticktext) == ["b", "a"]
+
+
+def test_squeeze_gate_scatter_highlights_groups():
+    rng = np.random.default_rng(0)
+    s, g = rng.random(64).astype(np.float32), rng.random(64).astype(np.float32)
+    groups = A.squeeze_vs_gate(s, g)
+    fig = F.squeeze_gate_scatter(s, g, "SE_3_2", groups)
+    assert len(fig.data) == 3  # all channels + the two index groups (thresholds ignored)
+    assert [t.name for t in fig.data[1:]] == ["strong suppressed", "weak boosted"]
+    np.testing.assert_array_equal(fig.data[1].customdata, groups["strong_suppressed"])
+    for token in ("SE_3_2", "channel %{customdata}", "squeeze %{x", "gate %{y"):
+        assert token in fig.data[0].hovertemplate
+    assert len({t.marker.color for t in fig.data}) == 3
+
+
+def test_reduction_figure_from_duck_typed_rows():
+    rows = [SimpleNamespace(reduction=r, params_total=25.6e6 + 40e6 / r, params_se=40e6 / r,
+                            flops_total=4.09e9, stage_se_params=(1e5, 5e5, 3e6, 6e6))
+            for r in (2, 4, 8, 16)]
+    fig = F.reduction_figure(rows)
+    by_name = {t.name: t for t in fig.data}
+    ours = by_name["params (M), this implementation"]
+    np.testing.assert_allclose(ours.y, [25.6 + 40 / r for r in (2, 4, 8, 16)])
+    assert sum(isinstance(t, go.Bar) for t in fig.data) == 4  # SE params per stage
+    paper = by_name["params (M), paper"]
+    assert list(paper.x) == [2, 4, 8, 16, 32] and list(paper.y) == [45.7, 35.7, 30.7, 28.1, 26.9]
+    assert list(by_name["top-1 error (%), paper"].y) == [22.29, 22.25, 22.26, 22.28, 22.72]
+    assert list(by_name["ResNet-50 (no SE), paper"].y) == [23.30, 23.30]
+    assert by_name['GMACs (the paper\'s "GFLOPs")'].yaxis == "y2"  # secondary axis
+    assert fig.layout.xaxis.type == "log"
+    assert any("TPAMI" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_emulation_figure():
+    full = small_gates(0)
+    emulated = {k: np.clip(v + 0.1, 0, 1) for k, v in full.items()}
+    fig = F.emulation_figure(full, emulated)
+    assert "emulation" in fig.layout.title.text.lower()
+    expected = [np.abs(emulated[k] - full[k]).mean() for k in full]
+    np.testing.assert_allclose(fig.data[0].y, expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------- images
+
+
+def test_feature_grid_small_multiples():
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 7, 7)).astype(np.float32)
+    fig = F.feature_grid(maps, [3, 10, 99, 4, 5], [0.87, 0.1, 0.5, 0.2, 0.3])
+    assert len(fig.data) == 5 and all(isinstance(t, go.Heatmap) for t in fig.data)
+    assert fig.layout.annotations[0].text == "ch 3 · gate 0.87"
+    assert all(t.coloraxis == "coloraxis" for t in fig.data)
+    assert fig.layout.coloraxis.cmin == pytest.approx(maps.min())
+    assert fig.layout.coloraxis.cmax == pytest.approx(maps.max())
+    assert "ch 99" in fig.data[2].hovertemplate
+    own = F.feature_grid(maps, [1, 2, 3, 4, 5], [0.1] * 5, shared_scale=False)
+    assert all(t.coloraxis is None for t in own.data)
+    assert len(fig.to_json()) < 30_000
+    with pytest.raises(ValueError, match="channel id"):
+        F.feature_grid(maps, [1, 2], [0.1, 0.2])
+
+
+def test_overlay_shape_dtype_and_hottest_pixel_is_top_colour():
+    image = np.full((64, 48, 3), 128, dtype=np.uint8)
+    fmap = np.zeros((8, 6), dtype=np.float32)
+    fmap[2, 3] = 5.0
+    out = F.overlay(image, fmap, alpha=1.0)
+    assert out.shape == (64, 48, 3) and out.dtype == np.uint8
+    top = F.VIRIDIS_LUT[-1]
+    hot = np.argwhere(np.all(out == top, axis=-1))
+    assert len(hot) > 0
+    # every top-coloured pixel lies inside the hot source cell's 8x8 footprint (+1 px of blur)
+    assert hot[:, 0].min() >= 15 and hot[:, 0].max() <= 24
+    assert hot[:, 1].min() >= 23 and hot[:, 1].max() <= 32
+    assert np.all(out[0, 0] == F.VIRIDIS_LUT[0])  # coldest = bottom colour
+    np.testing.assert_array_equal(F.overlay(image, fmap, alpha=0.0), image)
+    same_size = F.overlay(image, np.arange(64 * 48, dtype=np.float32).reshape(64, 48), 1.0)
+    assert np.all(same_size[-1, -1] == top) and np.all(same_size[0, 0] == F.VIRIDIS_LUT[0])
+
+
+def test_overlay_flat_map_and_bad_inputs():
+    image = np.zeros((10, 10, 3), dtype=np.uint8)
+    assert F.overlay(image, np.ones((2, 2)), 1.0).dtype == np.uint8  # flat map: no divide by 0
+    with pytest.raises(ValueError, match="uint8"):
+        F.overlay(image.astype(np.float32), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="alpha"):
+        F.overlay(image, np.ones((2, 2)), alpha=2)
+
+
+def test_overlay_grid_images():
+    rng = np.random.default_rng(0)
+    image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    fig = F.overlay_grid(image, rng.random((3, 4, 4)), [7, 8, 9], [0.9, 0.5, 0.1])
+    assert len(fig.data) == 3 and all(isinstance(t, go.Image) for t in fig.data)
+    assert fig.data[0].source.startswith("data:image/jpeg;base64,")
+    assert fig.layout.annotations[1].text == "ch 8 · gate 0.50"
+
+
+# ----------------------------------------------------------------- export
+
+
+def test_every_figure_serialises_and_exports_html():
+    gates, other = small_gates(0), small_gates(1)
+    figs = [F.gate_heatmap(gates), F.difference_heatmap(gates, other),
+            F.stats_profile(A.stats_table(gates)), F.topk_bar(["a"], [0.5]),
+            F.gate_histogram(gates["SE_2_1"], "SE_2_1")]
+    for fig in figs:
+        json.loads(fig.to_json())
+    html = F.to_html(figs[0])
+    assert "<html" in html and "plotly" in html.lower()
