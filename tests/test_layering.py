@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "se_viz"
-PADDLE_FREE = ("analysis", "figures", "images", "export", "labels", "download", "errors")
+PADDLE_FREE = ("analysis", "figures", "images", "export", "labels", "download", "errors",
+               "report")
 PADDLE_MODULES = {"model", "hooks", "api", "costs", "fast", "dataset"}
 
 
