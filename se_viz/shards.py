@@ -1,0 +1,353 @@
+"""Shard files of a dataset run: float64 partial sums, manifest, exact merge, output tables.
+
+Numpy and the standard library only (no paddle), so it can be read, merged and tested
+without a model. Written by ``se_viz.dataset`` (which also re-exports these names):
+
+    manifest.json           settings + hash of the file list (`claim_output`, `read_manifest`)
+    files.jsonl             line i = ["class", "path/relative/to/DIR"] of image i (`FileList`)
+    shards/shard_XXXXX.npz  one shard's per-class count, sum, sum of squares of every gate
+                            (float64) and per-image rows, written atomically (`ShardSums`)
+    stats.npz, per_image.csv, per_image.parquet, skipped.txt, report.html   (`finish`)
+
+Shards are summed in shard order (`merge`), so the result does not depend on which process
+computed which shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import SEVizError
+
+if TYPE_CHECKING:  # hints only: shards never imports Pillow or paddle
+    from .images import Preprocessing
+
+MANIFEST_FORMAT = "se_viz.dataset/1"
+SHARD_FORMAT = "se_viz.dataset_shard/1"
+TOP = 5
+
+
+class DatasetError(SEVizError, ValueError):
+    """The folder, the output folder or the settings of a dataset run cannot be used."""
+
+
+@dataclass(frozen=True)
+class FileList:
+    """Sorted images of an ImageFolder: files[i] (relative, '/') has class classes[labels[i]]."""
+
+    root: Path
+    classes: tuple[str, ...]
+    files: tuple[str, ...]
+    labels: np.ndarray  # (N,) int64
+
+    def lines(self) -> Iterator[str]:
+        for f, k in zip(self.files, self.labels):
+            yield json.dumps([self.classes[k], f]) + "\n"
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for line in self.lines():
+            h.update(line.encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- shards
+
+
+class ShardSums:
+    """Float64 sums of one shard: per class count, sum and sum of squares of every gate
+    (blocks concatenated: ``width`` = total channels), plus per-image rows and skipped files."""
+
+    def __init__(self, blocks: Sequence[str], width: int) -> None:
+        self.blocks, self.width = list(blocks), width
+        self.count: dict[int, int] = {}
+        self.sum: dict[int, np.ndarray] = {}
+        self.sumsq: dict[int, np.ndarray] = {}
+        self.rows: list[dict[str, np.ndarray]] = []
+        self.bad: list[tuple[int, str]] = []
+
+    def add(self, index: np.ndarray, labels: np.ndarray, gates: dict[str, np.ndarray],
+            probs: np.ndarray) -> None:
+        """index, labels (n,); gates block -> (n, C); probs (n, K) class probabilities."""
+        g = np.concatenate([gates[b] for b in self.blocks], axis=1).astype(np.float64)
+        for k in np.unique(labels).tolist():
+            rows = g[labels == k]
+            if k not in self.sum:
+                self.count[k] = 0
+                self.sum[k], self.sumsq[k] = np.zeros(self.width), np.zeros(self.width)
+            self.count[k] += rows.shape[0]
+            self.sum[k] += rows.sum(axis=0)
+            self.sumsq[k] += (rows * rows).sum(axis=0)
+        self.rows.append(image_rows(index, [gates[b] for b in self.blocks], probs))
+
+    def arrays(self, shard: int, key: str) -> dict[str, np.ndarray]:
+        """The shard file's arrays (see `load_shard`)."""
+        ids = sorted(self.sum)
+        rows = self.rows or [image_rows(np.zeros(0), [np.zeros((0, 1))] * len(self.blocks),
+                                        np.zeros((0, 1)))]  # every file of the shard was bad
+        return {"format": np.array(SHARD_FORMAT), "key": np.array(key),
+                "shard": np.array(shard), "class_ids": np.array(ids, np.int64),
+                "counts": np.array([self.count[k] for k in ids], np.int64),
+                "sum": np.array([self.sum[k] for k in ids]).reshape(len(ids), self.width),
+                "sumsq": np.array([self.sumsq[k] for k in ids]).reshape(len(ids), self.width),
+                "bad_index": np.array([i for i, _ in self.bad], np.int64),
+                "bad_reason": np.array([r for _, r in self.bad], dtype=str),
+                **{k: np.concatenate([r[k] for r in rows]) for k in rows[0]}}
+
+
+def image_rows(index: np.ndarray, gates: Sequence[np.ndarray], probs: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """Per-image rows: top-1 class and probability; per block (n, B) mean gate and normalised
+    entropy (as analysis.normalized_entropy) and (n, B, 5) top-5 channels (-1 pads C < 5)."""
+    means, ents, tops = [], [], []
+    for g in gates:
+        g = np.clip(np.asarray(g, np.float64), 0.0, None)
+        total = g.sum(axis=1, keepdims=True)
+        p = np.divide(g, total, out=np.zeros_like(g), where=total > 0)
+        h = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=1)
+        ent = np.clip(h / np.log(g.shape[1]), 0, 1) if g.shape[1] > 1 else np.ones(len(g))
+        means.append(g.mean(axis=1))
+        ents.append(np.where(total[:, 0] > 0, ent, 1.0))
+        top = np.argsort(-g, axis=1, kind="stable")[:, :TOP]
+        tops.append(np.pad(top, ((0, 0), (0, TOP - top.shape[1])), constant_values=-1))
+    return {"index": np.asarray(index, np.int64), "pred": probs.argmax(axis=1).astype(np.int64),
+            "prob": probs.max(axis=1).astype(np.float32),
+            "block_mean": np.stack(means, axis=1).astype(np.float32),
+            "block_entropy": np.stack(ents, axis=1).astype(np.float32),
+            "top5": np.stack(tops, axis=1).astype(np.int32)}
+
+
+def shard_path(out: Path, shard: int) -> Path:
+    return out / "shards" / f"shard_{shard:05d}.npz"
+
+
+def load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
+    """A finished shard's arrays; DatasetError if it is damaged or from other settings."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"shard '{path}' is damaged ({exc}). Delete it and run the same "
+                           "command again to recompute it.") from exc
+    if str(data.get("format", "")) != SHARD_FORMAT or str(data.get("key", "")) != key:
+        raise DatasetError(f"shard '{path}' belongs to another run (other settings or files). "
+                           "Delete it, or use a new --out folder.")
+    return data
+
+
+def shard_done(path: Path, key: str) -> bool:
+    """True if a finished shard of this run is there (reads only its header members)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return str(npz["format"]) == SHARD_FORMAT and str(npz["key"]) == key
+    except (OSError, ValueError, EOFError, KeyError):
+        return False
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def wait_for_shards(out: Path, total: int, timeout: float | None, poll: float = 1.0) -> None:
+    """Block until every shard file exists (rank 0 waits for the other ranks)."""
+    start, missing = time.monotonic(), list(range(total))
+    while True:
+        missing = [s for s in missing if not shard_path(out, s).exists()]
+        if not missing:
+            return
+        if timeout is not None and time.monotonic() - start >= timeout:
+            raise DatasetError(
+                f"{len(missing)} of {total} shards are missing (first: "
+                f"{shard_path(out, missing[0])}). Run the same command again to compute them "
+                "(finished shards are kept), or add --merge-only once all ranks have finished.")
+        time.sleep(poll)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def build_manifest(files: FileList, settings: Any, blocks: Sequence[tuple[str, int]],
+                   info: Any, pre: Preprocessing) -> dict:
+    """{"key": what must match on resume, "key_sha256", and informative fields}.
+
+    settings: a ``dataset.Settings``; blocks: (paper name, channels) of every SE block in
+    forward order; info: the model's ``ModelInfo`` (sha256, weights, untrained)."""
+    key = {"format": MANIFEST_FORMAT, "files_sha256": files.digest(), "n_files": len(files.files),
+           "classes": list(files.classes), "blocks": [name for name, _ in blocks],
+           "channels": [channels for _, channels in blocks], "arch": settings.arch,
+           "weights_sha256": info.sha256,
+           "seed": None if info.sha256 else settings.seed,
+           "reduction": settings.reduction, "num_classes": settings.num_classes,
+           "width": settings.width, "preprocessing": asdict(pre),
+           "batch_size": settings.batch_size, "shard_size": settings.shard_size,
+           "limit_per_class": settings.limit_per_class}
+    key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return {"key": key, "key_sha256": digest, "root": str(files.root.resolve()),
+            "weights": info.weights, "untrained": bool(info.untrained),
+            "preprocessing": pre.describe()}
+
+
+def read_manifest(out: Path) -> dict:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DatasetError(f"'{out}' holds no dataset run (no manifest.json). Run "
+                           "'se-viz analyze DIR --out OUT' first.") from exc
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"'{out / 'manifest.json'}' is unreadable ({exc}). Delete '{out}' "
+                           "and start again.") from exc
+    if manifest.get("key", {}).get("format") != MANIFEST_FORMAT:
+        raise DatasetError(f"'{out}' was not written by se-viz analyze. Use another --out folder.")
+    return manifest
+
+
+def claim_output(out: Path, files: FileList, manifest: dict) -> None:
+    """Write files.jsonl and manifest.json, or refuse if ``out`` holds a run of other settings."""
+    target = out / "manifest.json"
+    if target.exists():
+        _same_run(read_manifest(out), manifest, out)
+    if not target.exists() or not (out / "files.jsonl").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".files.jsonl.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.writelines(files.lines())
+        os.replace(tmp, out / "files.jsonl")
+    tmp = out / f".manifest.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    try:
+        os.link(tmp, target)  # atomic create-if-absent: concurrent ranks cannot both win
+    except FileExistsError:
+        _same_run(read_manifest(out), manifest, out)
+    finally:
+        tmp.unlink()
+
+
+def _same_run(old: dict, new: dict, out: Path) -> None:
+    if old.get("key_sha256") == new["key_sha256"]:
+        return
+    a, b = old.get("key", {}), new["key"]
+    if a.get("files_sha256") != b["files_sha256"]:
+        what = [f"the image list changed ({a.get('n_files')} files then, {b['n_files']} now)"]
+    else:
+        what = [f"{k}: {a.get(k)!r} then, {b[k]!r} now" for k in b if a.get(k) != b[k]]
+    raise DatasetError(f"'{out}' holds a run with other settings ({'; '.join(what)}). Resume "
+                       "with the same settings, use a new --out folder, or delete this one.")
+
+
+def shard_range(key: dict, shard: int) -> tuple[int, int]:
+    size = key["shard_size"]
+    return shard * size, min((shard + 1) * size, key["n_files"])
+
+
+def n_shards(key: dict) -> int:
+    return -(-key["n_files"] // key["shard_size"])
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def merge(out: Path, manifest: dict):
+    """stats (se_viz.report.DatasetStats) from every shard, summed in shard order (exact)."""
+    from .report import stats_from_sums
+
+    key = manifest["key"]
+    width = sum(key["channels"])
+    sums, sumsq = np.zeros((len(key["classes"]), width)), np.zeros((len(key["classes"]), width))
+    counts = np.zeros(len(key["classes"]), np.int64)
+    for s in range(n_shards(key)):
+        data = load_shard(shard_path(out, s), manifest["key_sha256"])
+        ids = data["class_ids"]
+        sums[ids] += data["sum"]
+        sumsq[ids] += data["sumsq"]
+        counts[ids] += data["counts"]
+    meta = {k: manifest.get(k) for k in ("root", "weights", "untrained", "preprocessing")}
+    meta.update({k: key[k] for k in ("arch", "weights_sha256", "reduction", "num_classes",
+                                     "width", "n_files", "files_sha256")})
+    meta["ddof"] = 0
+    return stats_from_sums(key["classes"], counts, key["blocks"], key["channels"], sums, sumsq,
+                           meta)
+
+
+def write_tables(out: Path, manifest: dict) -> list[tuple[str, str]]:
+    """per_image.csv and skipped.txt, streamed shard by shard; returns the skipped files."""
+    from .labels import label_for
+
+    key = manifest["key"]
+    header = ["file", "class", "pred_index", "pred_name", "top1_prob"] + \
+        [f"{b}_{what}" for b in key["blocks"] for what in ("mean", "entropy", "top5")]
+    skipped: list[tuple[str, str]] = []
+    tmp = out / f".per_image.csv.{os.getpid()}.tmp"
+    with open(out / "files.jsonl", encoding="utf-8", errors="surrogateescape") as listing, \
+            open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for s in range(n_shards(key)):
+            lo, hi = shard_range(key, s)
+            names = [json.loads(next(listing)) for _ in range(lo, hi)]
+            d = load_shard(shard_path(out, s), manifest["key_sha256"])
+            skipped += [(names[i - lo][1], str(r)) for i, r in zip(d["bad_index"], d["bad_reason"])]
+            for r, i in enumerate(d["index"]):
+                cls, name = names[i - lo]
+                pred = int(d["pred"][r])
+                per_block = [(f"{m:.6f}", f"{e:.6f}", " ".join(map(str, t[t >= 0])))
+                             for m, e, t in zip(d["block_mean"][r], d["block_entropy"][r],
+                                                d["top5"][r])]
+                writer.writerow([name, cls, pred, label_for(pred, key["num_classes"]),
+                                 f"{d['prob'][r]:.6f}", *(v for t in per_block for v in t)])
+    os.replace(tmp, out / "per_image.csv")
+    _csv_to_parquet(out / "per_image.csv", out / "per_image.parquet", header)
+    text = "".join(f"{name}\t{reason}\n" for name, reason in skipped)
+    (out / "skipped.txt").write_text(text, encoding="utf-8", errors="surrogateescape")
+    return skipped
+
+
+def _csv_to_parquet(source: Path, target: Path, header: Sequence[str]) -> None:
+    """per_image.parquet next to the CSV when pyarrow is installed (streamed, bounded memory)."""
+    try:
+        import pyarrow as pa
+        from pyarrow import csv as pa_csv, parquet as pq
+    except ImportError:
+        return
+    text = {"file", "class", "pred_name"} | {h for h in header if h.endswith("_top5")}
+    types = {h: pa.string() if h in text else pa.int64() if h == "pred_index" else pa.float64()
+             for h in header}
+    reader = pa_csv.open_csv(source, convert_options=pa_csv.ConvertOptions(column_types=types))
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with pq.ParquetWriter(tmp, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+    os.replace(tmp, target)
+
+
+def finish(out: Path, manifest: dict) -> list[tuple[str, str]]:
+    """Merge the shards and write stats.npz, per_image.csv, skipped.txt and report.html."""
+    from .report import stats_arrays, write_report
+
+    stats = merge(out, manifest)
+    for stale in (out / "shards").glob(".shard_*.tmp"):  # left by killed runs; all shards exist
+        stale.unlink(missing_ok=True)
+    skipped = write_tables(out, manifest)
+    if stats.all_count == 0:
+        raise DatasetError(f"none of the {len(skipped)} files could be used (reasons in "
+                           f"{out / 'skipped.txt'}); nothing to report.")
+    save_npz(out / "stats.npz", stats_arrays(stats))
+    write_report(stats, out / "report.html", skipped)
+    return skipped
