@@ -1,0 +1,155 @@
+"""What a person sees: a real `streamlit run app.py` server driven by Debian's Chromium.
+
+Uploads a photo through the page's own file input, waits for the gate heatmap, checks the
+block names, the top-5 (against se_viz computed in this process) and that no exception
+element is on the page, measures upload -> heatmap seconds and saves docs/screenshot.png.
+The server runs the narrow demo model (SE_VIZ_WIDTH=8) with an empty weights cache.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+PHOTO = ROOT / "assets" / "cat_chelsea.jpg"
+CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               "--disable-quic"]
+WIDTH = 8
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"streamlit did not become healthy in {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`streamlit run app.py` on a free port; terminated (then killed) afterwards."""
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    env = dict(os.environ, SE_VIZ_WIDTH=str(WIDTH), SE_VIZ_HOME=str(tmp_path / "home"))
+    env.pop("SE_VIZ_MIRROR", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url, log
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C first (Streamlit shuts down cleanly; Paddle reports SIGTERM as a fatal
+    error), then terminate, then kill."""
+    for stop in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
+        if proc.poll() is not None:
+            return
+        stop()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _expected_top5() -> list[str]:
+    """The narrow model's top-5 labels for PHOTO, computed here without the app."""
+    from se_viz import hooks, labels
+    from se_viz.api import build_model
+    from se_viz.images import load_image
+
+    cap = hooks.capture(build_model("se_resnet50_vd", None, width=WIDTH), [load_image(PHOTO)])
+    idx, _ = cap.top_k(5)
+    return [labels.label_for(i, 1000) for i in idx[0]]
+
+
+def _full_page_screenshot(page, paths: list[Path]) -> None:
+    """Streamlit scrolls inside its own container: grow the viewport to the content first."""
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('section, div')]"
+        ".map(e => e.scrollHeight))")
+    page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 8000))})
+    page.wait_for_timeout(1500)  # let plotly re-layout at the new size
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_upload_shows_heatmap_top5_and_no_exception(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, log = server
+    expected = _expected_top5()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
+            assert page.get_by_text("Untrained weights: the attention shown means nothing")\
+                .first.is_visible()
+
+            uploader = page.locator('[data-testid="stSidebar"] input[type="file"]').first
+            start = time.perf_counter()
+            uploader.set_input_files(str(PHOTO))
+            page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=90_000)
+            page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
+                timeout=30_000)
+            seconds = time.perf_counter() - start
+            print(f"\nupload -> heatmap visible: {seconds:.2f} s "
+                  f"(narrow SE_VIZ_WIDTH={WIDTH} model, 1 photo)")
+
+            heatmap_text = page.locator(".js-plotly-plot").first.inner_text()
+            for block in ("SE_2_1", "SE_3_4", "SE_5_3"):
+                assert block in heatmap_text
+            assert page.get_by_text("Top-5 classes").is_visible()
+            table = page.locator('[data-testid="stTable"]').first.inner_text()
+            for label in expected:
+                assert label in table
+            assert page.get_by_text("The 224 x 224 crop the network saw").is_visible()
+            assert page.locator('[data-testid="stException"]').count() == 0
+
+            _full_page_screenshot(page, [ROOT / "docs" / "screenshot.png",
+                                         tmp_path / "screenshot.png"])
+
+            page.get_by_role("tab", name="Compare blocks").click()
+            page.get_by_text("The paper's finding.").wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    assert "Traceback" not in log.read_text()
+    assert (ROOT / "docs" / "screenshot.png").stat().st_size > 10_000
