@@ -273,18 +273,26 @@ def capture_hooks(model: nn.Layer, batch: np.ndarray, features: Iterable[str] = 
 
 def capture(model: nn.Layer, images: Any, *, features: Iterable[str] = (),
             intervention: Intervention | None = None, batch_size: int = 16,
-            preprocessing: Preprocessing | None = None) -> Capture:
+            preprocessing: Preprocessing | None = None, engine: str = "auto") -> Capture:
     """Run ``images`` through ``model`` once and capture every SE block.
 
     images: (N, 3, H, W) float32 already normalised, or a list of PIL images (then
     preprocessed as PaddleClas evaluates unless ``preprocessing`` says otherwise).
     features: block names whose maps before/after reweighting to keep.
+    engine: "auto" (default; ``$SE_VIZ_ENGINE=eager`` opts out) runs plain captures (no
+    features, no intervention) of an SEResNet through the fast ONNX Runtime graph of
+    `se_viz.fast`, everything else through the forward hooks here (the reference);
+    "eager" always uses the hooks; "fast" insists on the fast graph.
     Returns a `Capture`; batches of ``batch_size`` are run and joined.
     """
+    from . import fast  # imports this module: keep the import here
+
     batch = as_batch(images, preprocessing or getattr(model, "preprocessing", PADDLECLAS_EVAL))
     features = tuple(features)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if fast.use_fast(model, engine, needs_hooks=bool(features) or bool(intervention)):
+        return fast.capture_fast(model, batch, batch_size)
     parts = [capture_hooks(model, batch[i:i + batch_size], features, intervention)
              for i in range(0, batch.shape[0], batch_size)]
     return Capture.concat(parts)

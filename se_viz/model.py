@@ -13,6 +13,7 @@ Blocks are named as in the paper: ``SE_{stage}_{block}`` with stages 2..5 and bl
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -268,3 +269,31 @@ def se_parameters(model: nn.Layer) -> dict[str, SEParameters]:
                                se.excitation.weight.numpy().copy(),
                                se.excitation.bias.numpy().copy())
             for name, _, se in se_blocks(model)}
+
+
+def set_cpu_threads(n: int | None = None) -> int:
+    """Let Paddle's CPU kernels use ``n`` threads (default `cpu_threads()`); returns it.
+
+    ``import paddle`` leaves Paddle at one thread; this is called once when this module
+    is imported, so every core is used.
+    """
+    n = cpu_threads() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n!r}")
+    paddle.base.core.set_num_threads(n)
+    return n
+
+
+def cpu_threads() -> int:
+    """Threads for CPU inference: ``$SE_VIZ_THREADS`` if set to a positive integer, else
+    every core this process may run on (its CPU affinity)."""
+    env = os.environ.get("SE_VIZ_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return max(1, os.cpu_count() or 1)
+
+
+set_cpu_threads()
