@@ -6,12 +6,15 @@
 Layout, widgets, caching and error display only; every number comes from ``se_viz``.
 The network runs once per (image, weights, settings): results are cached on the image's
 sha256, and switching tabs, blocks, channel order or k only redraws cached arrays.
+Shared by every session: uploads are capped (config.toml, se_viz.images), per-image results
+live in one LRU bounded in entries and bytes, weights files are re-checked on every run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
 import se_viz
 from se_viz import analysis, download, export, figures, hooks, images, labels
-from se_viz.api import build_model
+from se_viz.api import build_model, file_fingerprint, verify_weights
+from se_viz.cache import BoundedCache
 from se_viz.costs import NetworkCosts, reduction_table
-from se_viz.errors import SEVizError
+from se_viz.errors import SEVizError, WeightsError
 from se_viz.model import ARCHS, se_parameters
+from se_viz.mosaic import maps_mosaic
 from se_viz.weights import load_arrays, read_bytes
 
 log = logging.getLogger("se_viz.app")
@@ -38,7 +42,10 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 FULL_WIDTH = 64
 RATIOS = (1, 2, 4, 8, 16, 32, 64)
-MAX_IMAGES = 16
+MAX_IMAGES = 16  # analysed per page; more are listed in a note, not run
+RESULT_ENTRIES = 64  # per-image results kept by the process (also bounded in bytes)
+DEFAULT_CACHE_MB = 512  # SE_VIZ_CACHE_MB: byte budget of those results (~11 MB per image)
+DECODE_SLOTS = 2  # images decoded + run at once, over all sessions (a 50 MP decode ~150 MB)
 THUMB = 160  # pixels, overlay thumbnails
 BLOCKS = se_viz.BLOCK_NAMES
 STAGES = {f"stage {s}": tuple(b for b in BLOCKS if b.startswith(f"SE_{s}_")) for s in (2, 3, 4, 5)}
@@ -47,6 +54,9 @@ TABS = ("Overview", "Block explorer", "Compare blocks", "Compare images", "Reduc
 ORDERS = ("natural", "sorted by gate", "sorted by another image")
 FORCE = {"1 (SE off)": 1.0, "0.5": 0.5, "the block's mean gate": "mean"}
 SCOPES = ("one block", "a whole stage", "remove all stage-5 SE (the paper's cheap variant)")
+UPLOAD_HELP = ("PNG, JPEG, WebP, BMP, TIFF or GIF; several at once. Limits: {mb} MB per file, "
+               f"{images.MAX_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels per "
+               f"image; the first {MAX_IMAGES} different images are analysed, the rest listed.")
 GENERIC_ERROR = ("Something unexpected went wrong while {what}. The details were written to the "
                  "server log; the rest of the page still works. Try again or reload the page.")
 
@@ -123,12 +133,13 @@ class WeightsChoice:
 # ----------------------------------------------------------------------------- model + caches
 
 
-def model_width() -> int:
-    """SE_VIZ_WIDTH (first-stage width; 64 is SE-ResNet-50, 8 a fast narrow demo model)."""
-    raw = os.environ.get("SE_VIZ_WIDTH", str(FULL_WIDTH)).strip()
+def env_int(name: str, default: int, example: str) -> int:
+    """A positive integer setting: SE_VIZ_WIDTH (64 is SE-ResNet-50, 8 a fast narrow demo
+    model) or SE_VIZ_CACHE_MB (byte budget of the cached results)."""
+    raw = os.environ.get(name, str(default)).strip()
     if not raw.isdigit() or int(raw) < 1:
-        raise SEVizError(f"SE_VIZ_WIDTH must be a positive integer such as 64 (SE-ResNet-50) "
-                         f"or 8 (fast demo), got {raw!r}. Fix the variable and restart.")
+        raise SEVizError(f"{name} must be a positive integer such as {example}, got {raw!r}. "
+                         "Fix the variable and restart.")
     return int(raw)
 
 
@@ -137,8 +148,9 @@ def load_model(arch: str, source: tuple, width: int, reduction: float,
                _data: bytes | None = None):
     """The shared model for one weights source; built once per process (captures lock it).
 
-    source: ("untrained",) | ("pretrained", path, mtime) | ("path", path, mtime) |
-    ("upload", sha256, name) with the bytes in ``_data`` (read as safetensors only).
+    source: ("untrained",) | ("pretrained", path, fingerprint) | ("path", path, fingerprint)
+    | ("upload", sha256, name) with the bytes in ``_data`` (read as safetensors only). The
+    file's (size, mtime_ns) fingerprint is in the key: a changed file is a new model.
     """
     kind = source[0]
     if kind in ("pretrained", "path"):
@@ -160,19 +172,37 @@ def net_key(model) -> str:
     return f"{info.arch}|w{info.width}|r{info.reduction:g}|{info.sha256 or 'seeded-0'}"
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
-def analyse_image(digest: str, net: str, _model, _data: bytes, _name: str) -> ImageResult:
-    """Decode, crop and run one image once, keeping every block's gates and feature maps.
+@st.cache_resource(max_entries=1, show_spinner=False)
+def result_cache(max_mb: int) -> BoundedCache:
+    """ONE LRU per process for the per-image results of every session: at most
+    RESULT_ENTRIES results and ``max_mb`` MiB of arrays. Not st.cache_data: a full-size
+    result holds ~11 MB of feature maps that cache_data would unpickle on every rerun."""
+    return BoundedCache(RESULT_ENTRIES, max_mb * 2**20)
 
-    Keyed on the image's sha256 and the network (``net``), bounded to 32 images. This is
-    st.cache_resource rather than st.cache_data on purpose: a full-size result holds about
-    11 MB of feature maps, and cache_data would unpickle a copy of it on every rerun (3-5 ms
-    per image per view change). The arrays are made read-only, so the shared result cannot
-    be changed by a view.
-    """
-    img = images.decode_image(_data, _name)
-    crop = np.asarray(images.center_crop(img, _model.preprocessing), dtype=np.uint8)
-    cap = hooks.capture(_model, [img], features=BLOCKS)
+
+def results() -> BoundedCache:
+    return result_cache(env_int("SE_VIZ_CACHE_MB", DEFAULT_CACHE_MB, "512 (MiB)"))
+
+
+@st.cache_resource(show_spinner=False)
+def decode_slots() -> threading.BoundedSemaphore:
+    """Caps the images being decoded and run at once, over all sessions (peak memory)."""
+    return threading.BoundedSemaphore(DECODE_SLOTS)
+
+
+def analyse_image(photo: Photo, model) -> ImageResult:
+    """``photo`` through ``model`` once per (sha256, network), shared by every session."""
+    return results().get_or_compute((photo.digest, net_key(model)),
+                                    lambda: run_image(photo, model))
+
+
+def run_image(photo: Photo, model) -> ImageResult:
+    """Decode, crop and run one image, keeping every block's gates and feature maps.
+    The arrays are made read-only: the shared result cannot be changed by a view."""
+    with decode_slots():
+        img = images.decode_image(photo.data, photo.name)
+        crop = np.asarray(images.center_crop(img, model.preprocessing), dtype=np.uint8)
+        cap = hooks.capture(model, [img], features=BLOCKS)
     result = ImageResult(crop=crop, logits=cap.logits[0], probs=cap.probabilities[0],
                          gates={b: g[0] for b, g in cap.gates.items()},
                          squeeze={b: s[0] for b, s in cap.squeeze.items()},
@@ -186,21 +216,20 @@ def analyse_image(digest: str, net: str, _model, _data: bytes, _name: str) -> Im
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def shared_figure(kind: str, key: tuple, _build: Callable[[], Any]) -> Any:
-    """A figure that is slow to build (many subplots), built once per ``(kind, key)``.
-
-    ``key`` must determine the figure completely (image digests, network, choices). The
-    figure is shared read-only: st.plotly_chart serialises it without changing it.
-    """
+    """A slow figure built once per ``(kind, key)``; ``key`` determines it completely (image
+    digests, network, choices). Shared read-only: st.plotly_chart does not change it."""
     return _build()
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def modified_run(digest: str, net: str, spec: str, _model, _data: bytes, _name: str,
-                 _intervention: hooks.Intervention) -> Modified:
-    """One image under an intervention (``spec`` names it fully, for the cache key)."""
-    img = images.decode_image(_data, _name)
-    cap = hooks.capture(_model, [img], intervention=_intervention)
-    return Modified(probs=cap.probabilities[0], gates={b: g[0] for b, g in cap.gates.items()})
+def modified_run(photo: Photo, model, spec: str, intervention: hooks.Intervention) -> Modified:
+    """One image under an intervention (``spec`` names it fully), in the same bounded cache."""
+    def run() -> Modified:
+        with decode_slots():
+            img = images.decode_image(photo.data, photo.name)
+            cap = hooks.capture(model, [img], intervention=intervention)
+        return Modified(cap.probabilities[0], {b: g[0] for b, g in cap.gates.items()})
+
+    return results().get_or_compute(("modified", photo.digest, net_key(model), spec), run)
 
 
 @st.cache_data(max_entries=4, show_spinner="Counting parameters and FLOPs for each r ...")
@@ -267,10 +296,13 @@ def top_table(probs: np.ndarray, num_classes: int, k: int = 5) -> dict[str, list
 
 
 def digest_of(upload) -> str:
-    """sha256 of an uploaded file, computed once per upload (memo in the session)."""
+    """sha256 of an uploaded file, computed once per upload (memo in the session, which
+    keeps the 256 newest so that a long session of uploads does not grow it)."""
     memo = st.session_state.setdefault("_digests", {})
     if upload.file_id not in memo:
         memo[upload.file_id] = images.image_digest(upload.getvalue())
+        while len(memo) > 256:
+            memo.pop(next(iter(memo)))
     return memo[upload.file_id]
 
 
@@ -307,41 +339,69 @@ def photos_ui() -> list[Photo]:
     """Sample photos and uploads, de-duplicated by content, with unique names."""
     st.subheader("Photos")
     samples = sorted(p.name for p in ASSETS.glob("*.jpg")) if ASSETS.is_dir() else []
-    uploads = st.file_uploader(
-        "Your photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
-        help="PNG, JPEG, WebP, BMP, TIFF or GIF; several at once.") or []
+    mb = st.get_option("server.maxUploadSize")
+    uploads = st.file_uploader("Your photos", type=UPLOAD_TYPES, accept_multiple_files=True,
+                               key="uploads", help=UPLOAD_HELP.format(mb=mb)) or []
     chosen = st.multiselect("Sample photos", samples, key="samples")
     photos: list[Photo] = []
     seen: set[str] = set()
-    items = [(n, sample_bytes(n), None) for n in chosen] + [(u.name, None, u) for u in uploads]
-    for name, data, upload in items:
-        digest = digest_of(upload) if upload is not None else images.image_digest(data)
-        if digest in seen:
-            continue
+    for name, upload in [(n, None) for n in chosen] + [(u.name, u) for u in uploads]:
+        data = sample_bytes(name) if upload is None else upload.getvalue()
+        digest = images.image_digest(data) if upload is None else digest_of(upload)
+        if digest not in seen and len(seen) < MAX_IMAGES:
+            photos.append(Photo(unique(name, {p.name for p in photos}), digest, data))
         seen.add(digest)
-        data = upload.getvalue() if upload is not None else data
-        photos.append(Photo(unique(name, {p.name for p in photos}), digest, data))
-    if len(photos) > MAX_IMAGES:
-        st.warning(f"Showing the first {MAX_IMAGES} of {len(photos)} images.")
-    return photos[:MAX_IMAGES]
+    if len(seen) > MAX_IMAGES:
+        st.warning(f"Showing the first {MAX_IMAGES} of {len(seen)} images: at most "
+                   f"{MAX_IMAGES} are analysed per page. Remove some to see the others.")
+    return photos
 
 
 def model_source(choice: WeightsChoice, arch: str, width: int) -> tuple:
+    """load_model's ``source`` for the choice; a file's (size, mtime_ns) is part of it."""
     if choice.kind == "upload":
         return ("upload", choice.digest, choice.name)
     if choice.kind == "path":
         path = Path(choice.name).expanduser()
-        return ("path", str(path), path.stat().st_mtime if path.is_file() else 0.0)
+        if path.exists() and not path.is_file():
+            raise WeightsError(f"{path} is not a regular file; give the path of a .pdparams "
+                               "or .safetensors weights file.")
+        return ("path", str(path), file_fingerprint(path))
     cached = download.cached_path(arch)
     if cached is not None and width == FULL_WIDTH:
-        return ("pretrained", str(cached), cached.stat().st_mtime)
+        return ("pretrained", str(cached), file_fingerprint(cached))
     return ("untrained",)
+
+
+def checked_file_model(model, args: tuple):
+    """``model`` if its file on disk is unchanged, else that file loaded again. When the
+    weights this session saw last changed, the stale model leaves the cache and the session
+    is told. ``args``: load_model's (arch, source, width, reduction)."""
+    arch, (kind, path, _), width, reduction = args
+    try:
+        verify_weights(model)  # stat, then sha256 if size or mtime moved
+    except WeightsError:
+        load_model.clear(*args)
+        args = (arch, (kind, path, file_fingerprint(path)), width, reduction)
+        model = load_model(*args)
+    seen = st.session_state.setdefault("_weights_seen", {})
+    old, seen[path] = seen.get(path), (model.info.sha256, args)
+    if old and old[0] != model.info.sha256:
+        if old[1] != args:
+            load_model.clear(*old[1])
+        st.info(f"**{Path(path).name} changed on disk** (sha256 `{old[0][:12]}` -> "
+                f"`{model.info.sha256[:12]}`) and was reloaded; results use the new weights.")
+    return model
 
 
 def get_model(choice: WeightsChoice, arch: str, width: int, reduction: float):
     """The model for the user's choice; on a weights error, say why and fall back to untrained."""
     try:
-        return load_model(arch, model_source(choice, arch, width), width, reduction, choice.data)
+        source = model_source(choice, arch, width)
+        model = load_model(arch, source, width, reduction, choice.data)
+        if source[0] in ("path", "pretrained"):
+            model = checked_file_model(model, (arch, source, width, reduction))
+        return model
     except SEVizError as exc:
         st.error(f"{exc} Showing untrained weights instead.")
     except Exception:
@@ -483,35 +543,6 @@ def render_maps(crop: np.ndarray, before: np.ndarray, idx: np.ndarray, gates: np
     chart(maps_mosaic(rows, idx, gates), f"maps_{key}", height=height)
 
 
-def maps_mosaic(rows: list[tuple[str, np.ndarray]], channels: np.ndarray,
-                gates: np.ndarray) -> go.Figure:
-    """Rows of k maps (k, H, W) tiled into ONE heatmap (NaN gaps, one colour scale).
-
-    Local helper: one trace instead of 2k subplots (figures.feature_grid) keeps a block or
-    k change at about 10 ms instead of 40 ms per grid. Candidate for se_viz.figures.
-    """
-    k, h, w = rows[0][1].shape
-    gap = max(1, h // 10)
-    z = np.full((len(rows) * (h + gap) - gap, k * (w + gap) - gap), np.nan, np.float32)
-    notes = []
-    for r, (_, maps) in enumerate(rows):
-        for j in range(k):
-            y0, x0 = r * (h + gap), j * (w + gap)
-            z[y0:y0 + h, x0:x0 + w] = maps[j]
-            if r == 0:
-                notes.append(dict(x=x0 + w / 2, y=-0.5, yanchor="bottom", showarrow=False,
-                                  text=f"ch {int(channels[j])} · gate {float(gates[j]):.2f}"))
-    fig = go.Figure(go.Heatmap(z=z, colorscale=figures.GATE_SCALE, hoverongaps=False,
-                               colorbar=dict(title="activation"),
-                               hovertemplate="activation %{z:.3f}<extra></extra>"))
-    fig.update_layout(annotations=notes, margin=dict(l=130, r=10, t=30, b=10),
-                      xaxis=dict(visible=False),
-                      yaxis=dict(autorange="reversed", scaleanchor="x", showgrid=False,
-                                 zeroline=False, ticktext=[r[0] for r in rows],
-                                 tickvals=[r * (h + gap) + h / 2 for r in range(len(rows))]))
-    return fig
-
-
 def _ids(idx: np.ndarray, most: int = 20) -> str:
     ids = ", ".join(str(int(i)) for i in idx[:most])
     return (ids or "none") + (f" ... ({len(idx)} in all)" if len(idx) > most else "")
@@ -629,8 +660,7 @@ def render_emulation(loaded: Loaded, model) -> None:
     intervention = hooks.Intervention(hidden_masks=masks)
     st.markdown(f"**Emulated r = {target}** (model r = {own:g})")
     for i, (photo, res) in enumerate(zip(loaded.photos, loaded.results)):
-        out = modified_run(photo.digest, net_key(model), spec, model, photo.data, photo.name,
-                           intervention)
+        out = modified_run(photo, model, spec, intervention)
         with st.expander(photo.name, expanded=i == 0):
             fig = shared_figure("emulation", (photo.digest, net_key(model), spec),
                                 lambda: figures.emulation_figure(res.gates, out.gates))
@@ -687,8 +717,7 @@ def render_interventions(loaded: Loaded, model) -> None:
         gates = {b: float(res.gates[b].mean()) if value == "mean" else float(value)
                  for b in blocks}
         spec = repr((blocks, value))
-        out = modified_run(photo.digest, net_key(model), spec, model, photo.data, photo.name,
-                           hooks.Intervention(gates=gates))
+        out = modified_run(photo, model, spec, hooks.Intervention(gates=gates))
         with st.expander(photo.name, expanded=True):
             render_topk_change(res.probs, out.probs, model, f"iv_top_{i}",
                                (photo.digest, net_key(model), spec))
@@ -750,8 +779,7 @@ def analyse_all(photos: list[Photo], model) -> Loaded:
     with st.spinner(f"Running {len(photos)} image(s) through the network ..."):
         for photo in photos:
             with guard(f"analysing '{photo.name}'"):
-                results.append(analyse_image(photo.digest, net_key(model), model, photo.data,
-                                             photo.name))
+                results.append(analyse_image(photo, model))
                 kept.append(photo)
     return Loaded(tuple(kept), tuple(results))
 
@@ -767,7 +795,7 @@ def render_welcome() -> None:
 
 
 def app() -> None:
-    width = model_width()
+    width = env_int("SE_VIZ_WIDTH", FULL_WIDTH, "64 (SE-ResNet-50) or 8 (fast demo)")
     with st.sidebar:
         photos = photos_ui()
         st.subheader("Model")

@@ -215,8 +215,9 @@ def _check_declared_size(size: tuple[int, int], name: str, max_pixels: int) -> N
 
 def _too_many_bytes(name: str, size: int, limit: int) -> str:
     mib = 1024 * 1024
-    return (f"'{name}' is {size / mib:.1f} MiB, more than the {limit / mib:.1f} MiB limit. "
-            "Use a smaller file (re-save it as JPEG or downscale it).")
+    return (f"'{name}' is {size:,} bytes ({size / mib:.1f} MiB), more than the "
+            f"{limit / mib:g} MiB limit ({limit:,} bytes). Use a smaller file (re-save it as "
+            "JPEG or downscale it).")
 
 
 def _not_an_image(name: str, data: bytes) -> str:
