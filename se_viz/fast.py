@@ -1,5 +1,7 @@
 """Fast capture: the model as an ONNX graph whose outputs are the logits, every SE gate and
 every squeeze vector, run by ONNX Runtime (4-6x Paddle eager on a CPU, same numbers).
+A second variant of the graph also outputs every block's feature maps before SE (the maps
+after SE are those times the gates), for captures that ask for feature maps.
 
 The graph is written directly from the model's weights (BatchNorm folded into the
 convolutions), once per weights: it is kept in memory per model object and on disk under
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +33,15 @@ import numpy as np
 import paddle
 
 from .download import cache_dir
-from .hooks import Capture
+from .hooks import Capture, FeatureMaps
 from .model import BN_EPS, SEResNet, cpu_threads, se_blocks
 from .weights import export_state
 
-GRAPH_FORMAT = 1   # bump whenever build_onnx changes what it writes: old cache files are ignored
+GRAPH_FORMAT = 2   # bump whenever build_onnx changes what it writes: old cache files are ignored
 KEEP_GRAPHS = 4    # graph files kept on disk (about 110 MB each at full size), most recent first
 OPSET = 17
 SQUEEZE_PREFIX = "squeeze/"
+MAPS_PREFIX = "maps/"
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,6 +72,7 @@ def use_fast(model: object, engine: str = "auto", needs_hooks: bool = False) -> 
     engine "auto" (``$SE_VIZ_ENGINE`` may override it with "eager" or "fast"): yes when
     nothing needs hooks (``needs_hooks``: feature maps or an intervention), the model is
     supported and onnxruntime is installed. "eager": never. "fast": yes, or ValueError.
+    Feature maps do not need hooks: the graph's maps variant outputs them.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -79,8 +84,8 @@ def use_fast(model: object, engine: str = "auto", needs_hooks: bool = False) -> 
     if engine == "eager":
         return False
     if engine == "fast" and needs_hooks:
-        raise ValueError("engine='fast' captures logits, gates and squeeze values only; "
-                         "use engine='auto' or 'eager' for feature maps or interventions")
+        raise ValueError("engine='fast' cannot apply interventions; use engine='auto' or "
+                         "'eager' for them")
     ok = not needs_hooks and (model in _BINDINGS or (available() and supports(model)))
     if engine == "fast" and not ok:
         raise ValueError("engine='fast' needs onnx and onnxruntime installed and an se_viz "
@@ -154,10 +159,11 @@ def _se(g: _Graph, state: dict, name: str, path: str, x: str) -> str:
     return g.op("Mul", [x, s])
 
 
-def build_onnx(model: SEResNet, state: dict[str, np.ndarray] | None = None):
+def build_onnx(model: SEResNet, state: dict[str, np.ndarray] | None = None, maps: bool = False):
     """An ``onnx.ModelProto`` computing ``model``: input "images" (N, 3, H, W) float32;
     outputs "logits" (N, K), one (N, C) gate output per block ("SE_2_1", ...) and one
-    (N, C) squeeze output per block ("squeeze/SE_2_1", ...)."""
+    (N, C) squeeze output per block ("squeeze/SE_2_1", ...); with ``maps`` also one
+    (N, C, H', W') output per block of its input to SE ("maps/SE_2_1", ...)."""
     from onnx import TensorProto, helper
 
     state = export_state(model) if state is None else state
@@ -175,11 +181,16 @@ def build_onnx(model: SEResNet, state: dict[str, np.ndarray] | None = None):
         y = _conv_bn(g, state, block.conv0, f"{path}.conv0", x, relu=True)
         y = _conv_bn(g, state, block.conv1, f"{path}.conv1", y, relu=True)
         y = _conv_bn(g, state, block.conv2, f"{path}.conv2", y, relu=False)
+        if maps:
+            g.op("Identity", [y], name=MAPS_PREFIX + name)
         y = _se(g, state, name, se_path, y)
         short = x if block.short is None else \
             _conv_bn(g, state, block.short, f"{path}.short", x, relu=False)
         x = g.op("Relu", [g.op("Add", [short, y])])
-        outputs += [(name, block.scale.channels), (SQUEEZE_PREFIX + name, block.scale.channels)]
+        c = block.scale.channels
+        outputs += [(name, ["N", c]), (SQUEEZE_PREFIX + name, ["N", c])]
+        if maps:
+            outputs.append((MAPS_PREFIX + name, ["N", c, f"H_{name}", f"W_{name}"]))
     feats = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
     head = [g.const("out.w", state["out.weight"]), g.const("out.b", state["out.bias"])]
     g.op("Gemm", [feats, *head], name="logits")
@@ -188,7 +199,7 @@ def build_onnx(model: SEResNet, state: dict[str, np.ndarray] | None = None):
     graph = helper.make_graph(
         g.nodes, "se_viz_" + model.arch, [value("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [value("logits", TensorProto.FLOAT, ["N", num_classes])]
-        + [value(n, TensorProto.FLOAT, ["N", c]) for n, c in outputs], g.inits)
+        + [value(n, TensorProto.FLOAT, shape) for n, shape in outputs], g.inits)
     proto = helper.make_model(graph, producer_name="se_viz",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     proto.ir_version = 8
@@ -196,10 +207,13 @@ def build_onnx(model: SEResNet, state: dict[str, np.ndarray] | None = None):
 
 
 # ----------------------------------------------------------------------------- weights identity
-def weights_digest(model: SEResNet, state: dict[str, np.ndarray] | None = None) -> str:
-    """sha256 over the graph format, the layout and every weight (names, shapes, bytes)."""
+def weights_digest(model: SEResNet, state: dict[str, np.ndarray] | None = None,
+                   maps: bool = False) -> str:
+    """sha256 over the graph format and variant, the layout and every weight (names,
+    shapes, bytes)."""
     state = export_state(model) if state is None else state
-    h = hashlib.sha256(f"se_viz-graph-{GRAPH_FORMAT}:{model.arch}".encode())
+    variant = "maps" if maps else "gates"
+    h = hashlib.sha256(f"se_viz-graph-{GRAPH_FORMAT}-{variant}:{model.arch}".encode())
     for key in sorted(state):
         arr = state[key]
         h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
@@ -240,13 +254,15 @@ class _Sample:
 class GraphInfo:
     """How a model object got its graph: ``source`` "built" (and stored at ``path``, None
     if the cache is not writable) or "disk" (loaded from ``path``); ``seconds`` to hash
-    the weights and build or load the graph, runtime session included."""
+    the weights and build or load the graph, runtime session included; ``maps``: the
+    variant that also outputs feature maps."""
 
     key: str
     path: Path | None
     source: str
     seconds: float
     threads: int
+    maps: bool = False
 
 
 class FastGraph:
@@ -267,12 +283,23 @@ class FastGraph:
                                             providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.blocks = [n for n in self.outputs if n.startswith("SE_")]
+        self.has_maps = MAPS_PREFIX + self.blocks[0] in self.outputs
 
-    def run(self, batch: np.ndarray) -> Capture:
-        """Capture of one (N, 3, H, W) float32 batch: logits, every gate and squeeze."""
-        out = dict(zip(self.outputs, self.session.run(None, {"images": batch})))
-        return Capture(logits=out["logits"], gates={n: out[n] for n in self.blocks},
-                       squeeze={n: out[SQUEEZE_PREFIX + n] for n in self.blocks})
+    def run(self, batch: np.ndarray, features: Sequence[str] = ()) -> Capture:
+        """Capture of one (N, 3, H, W) float32 batch: logits, every gate and squeeze, and
+        for the blocks in ``features`` (needs the maps variant) the maps before and after
+        SE (before * gate, as the block computes it)."""
+        if features and not self.has_maps:
+            raise ValueError("this graph has no feature-map outputs; build it with maps=True")
+        wanted = ["logits"] + [p + n for n in self.blocks for p in ("", SQUEEZE_PREFIX)] \
+            + [MAPS_PREFIX + n for n in features]
+        out = dict(zip(wanted, self.session.run(wanted, {"images": batch})))
+        gates = {n: out[n] for n in self.blocks}
+        maps = {n: FeatureMaps(out[MAPS_PREFIX + n],
+                               out[MAPS_PREFIX + n] * gates[n][:, :, None, None])
+                for n in self.blocks if n in features}
+        return Capture(logits=out["logits"], gates=gates,
+                       squeeze={n: out[SQUEEZE_PREFIX + n] for n in self.blocks}, features=maps)
 
 
 @dataclass
@@ -282,7 +309,9 @@ class _Binding:
     info: GraphInfo
 
 
-_BINDINGS: "weakref.WeakKeyDictionary[SEResNet, _Binding]" = weakref.WeakKeyDictionary()
+# model -> {maps: binding}: each variant of a model's graph is built or loaded once
+_BINDINGS: "weakref.WeakKeyDictionary[SEResNet, dict[bool, _Binding]]" = \
+    weakref.WeakKeyDictionary()
 _BUILD_LOCK = threading.Lock()
 
 
@@ -291,18 +320,27 @@ def graph_dir() -> Path:
     return cache_dir() / "graphs"
 
 
-def graph_for(model: SEResNet) -> tuple[FastGraph, GraphInfo]:
-    """The fast graph of ``model``'s current weights and how it was obtained: kept per
-    model object, else loaded from the disk cache, else built (thread-safe)."""
-    binding = _BINDINGS.get(model)
+def graph_for(model: SEResNet, maps: bool = False) -> tuple[FastGraph, GraphInfo]:
+    """The fast graph of ``model``'s current weights (``maps``: the variant with feature-map
+    outputs) and how it was obtained: kept per model object, else loaded from the disk
+    cache, else built (thread-safe)."""
+    binding = _BINDINGS.get(model, {}).get(maps)
     if binding is not None and not binding.sample.changed():
         return binding.graph, binding.info
     with _BUILD_LOCK:
-        binding = _BINDINGS.get(model)
+        variants = _BINDINGS.setdefault(model, {})
+        binding = variants.get(maps)
         if binding is None or binding.sample.changed():
-            binding = _bind(model)
-            _BINDINGS[model] = binding
+            binding = variants[maps] = _bind(model, maps)
         return binding.graph, binding.info
+
+
+def prepare(model: object, maps: bool = True, engine: str = "auto") -> GraphInfo | None:
+    """Build or load ``model``'s fast graph now (at start-up, behind a spinner) so that the
+    first capture does not wait for it; None when captures of it would not use the graph."""
+    if not use_fast(model, engine):
+        return None
+    return graph_for(model, maps)[1]
 
 
 def forget(model: SEResNet) -> None:
@@ -311,22 +349,22 @@ def forget(model: SEResNet) -> None:
         _BINDINGS.pop(model, None)
 
 
-def _bind(model: SEResNet) -> _Binding:
+def _bind(model: SEResNet, maps: bool) -> _Binding:
     start = time.perf_counter()
     if not supports(model):
         raise ValueError(f"the fast graph needs an se_viz SEResNet with float32 CPU weights, "
                          f"got {type(model).__name__}; use engine='eager'")
     sample = _Sample(model)
     state = export_state(model)
-    key = weights_digest(model, state)
+    key = weights_digest(model, state, maps)
     threads = cpu_threads()
     graph, path = _load_cached(key, threads)
     source = "disk"
     if graph is None:
-        data = build_onnx(model, state).SerializeToString()
+        data = build_onnx(model, state, maps).SerializeToString()
         path = _store(key, data)
         graph, source = FastGraph(data, threads), "built"
-    info = GraphInfo(key, path, source, time.perf_counter() - start, threads)
+    info = GraphInfo(key, path, source, time.perf_counter() - start, threads, maps)
     return _Binding(graph, sample, info)
 
 
@@ -381,9 +419,17 @@ def _store(key: str, data: bytes) -> Path | None:
             os.unlink(tmp)
 
 
-def capture_fast(model: SEResNet, batch: np.ndarray, batch_size: int = 16) -> Capture:
+def capture_fast(model: SEResNet, batch: np.ndarray, batch_size: int = 16,
+                 features: Sequence[str] = ()) -> Capture:
     """Capture of (N, 3, H, W) float32 ``batch`` through the fast graph, ``batch_size``
-    images per run; the same fields as the hook capture with no feature maps."""
-    graph, _ = graph_for(model)
-    parts = [graph.run(batch[i:i + batch_size]) for i in range(0, batch.shape[0], batch_size)]
+    images per run; the same fields as the hook capture. ``features``: block names whose
+    maps before/after SE to keep (then the maps variant of the graph runs)."""
+    features = tuple(features)
+    graph, _ = graph_for(model, maps=bool(features))
+    unknown = [f for f in features if f not in graph.blocks]
+    if unknown:
+        raise ValueError(f"unknown block name(s) for feature maps: {', '.join(unknown)}; "
+                         f"use names like {graph.blocks[0]} ... {graph.blocks[-1]}")
+    parts = [graph.run(batch[i:i + batch_size], features)
+             for i in range(0, batch.shape[0], batch_size)]
     return Capture.concat(parts)

@@ -279,10 +279,10 @@ def capture(model: nn.Layer, images: Any, *, features: Iterable[str] = (),
     images: (N, 3, H, W) float32 already normalised, or a list of PIL images (then
     preprocessed as PaddleClas evaluates unless ``preprocessing`` says otherwise).
     features: block names whose maps before/after reweighting to keep.
-    engine: "auto" (default; ``$SE_VIZ_ENGINE=eager`` opts out) runs plain captures (no
-    features, no intervention) of an SEResNet through the fast ONNX Runtime graph of
-    `se_viz.fast`, everything else through the forward hooks here (the reference);
-    "eager" always uses the hooks; "fast" insists on the fast graph.
+    engine: "auto" (default; ``$SE_VIZ_ENGINE=eager`` opts out) runs captures without an
+    intervention of an SEResNet through the fast ONNX Runtime graph of `se_viz.fast`
+    (feature maps included), interventions and other models through the forward hooks
+    here (the reference); "eager" always uses the hooks; "fast" insists on the fast graph.
     Returns a `Capture`; batches of ``batch_size`` are run and joined.
     """
     from . import fast  # imports this module: keep the import here
@@ -291,8 +291,8 @@ def capture(model: nn.Layer, images: Any, *, features: Iterable[str] = (),
     features = tuple(features)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if fast.use_fast(model, engine, needs_hooks=bool(features) or bool(intervention)):
-        return fast.capture_fast(model, batch, batch_size)
+    if fast.use_fast(model, engine, needs_hooks=bool(intervention)):
+        return fast.capture_fast(model, batch, batch_size, features)
     parts = [capture_hooks(model, batch[i:i + batch_size], features, intervention)
              for i in range(0, batch.shape[0], batch_size)]
     return Capture.concat(parts)

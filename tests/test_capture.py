@@ -1,4 +1,8 @@
-"""Gate capture: known answers, batch equivalence, hook hygiene, threads, interventions."""
+"""Gate capture: known answers, batch equivalence, hook hygiene, threads, interventions.
+
+These test the forward-hook capture, the reference that the fast graph is held to
+(tests/test_fast.py), so every capture here runs with ``SE_VIZ_ENGINE=eager``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ from se_viz.hooks import GateRecorder, Intervention, capture_hooks
 from se_viz.model import se_blocks
 
 from .conftest import batch, make_tiny
+
+
+@pytest.fixture(autouse=True)
+def _hooks_engine(monkeypatch):
+    monkeypatch.setenv("SE_VIZ_ENGINE", "eager")
 
 
 def _sigmoid(z):

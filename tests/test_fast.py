@@ -74,20 +74,60 @@ def test_engine_eager_and_env_opt_out_bypass_the_fast_path(tiny_vd, no_fast, mon
     assert se_viz.capture(tiny_vd, x).logits.shape == (2, 10)
 
 
-def test_features_and_interventions_use_the_hooks(tiny_vd, no_fast):
+def test_interventions_use_the_hooks(tiny_vd, no_fast):
     x = batch(2, seed=5)
-    cap = se_viz.capture(tiny_vd, x, features=["SE_3_2"])
-    assert cap.features["SE_3_2"].before.shape[0] == 2
     off = se_viz.capture(tiny_vd, x, intervention=Intervention(gates={"SE_2_1": 1.0}))
     assert np.all(off.gates["SE_2_1"] == 1.0)
+    both = se_viz.capture(tiny_vd, x, features=["SE_3_2"],
+                          intervention=Intervention(gates={"SE_3_2": 0.5}))
+    np.testing.assert_array_equal(both.features["SE_3_2"].after,
+                                  both.features["SE_3_2"].before * np.float32(0.5))
+
+
+def assert_same_features(got, ref, names):
+    """Maps before and after SE from the fast graph equal the hooks' (relative 1e-4)."""
+    assert list(got.features) == list(ref.features) == list(names)
+    for name in names:
+        for field in ("before", "after"):
+            a, b = getattr(got.features[name], field), getattr(ref.features[name], field)
+            assert a.shape == b.shape and a.dtype == b.dtype == np.float32, (name, field)
+            scale = max(1.0, float(np.abs(b).max()))
+            assert np.abs(a - b).max() <= 1e-4 * scale, (name, field, np.abs(a - b).max())
+        np.testing.assert_array_equal(got.features[name].after,
+                                      got.features[name].before
+                                      * got.gates[name][:, :, None, None])
+
+
+@pytest.mark.parametrize("arch", ["se_resnet50_vd", "se_resnet50"])
+def test_feature_maps_from_the_fast_graph_equal_the_hooks(arch, monkeypatch):
+    calls = []
+    real = fast.capture_fast
+    monkeypatch.setattr(fast, "capture_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = make_tiny(arch, seed=13)
+    x = batch(3, size=37, seed=14)
+    names = ["SE_2_1", "SE_3_4", "SE_5_3"]
+    got = se_viz.capture(model, x, features=names[::-1], batch_size=2)  # forward order back
+    ref = se_viz.capture(model, x, features=names, engine="eager")
+    assert calls == [1]
+    plain = {k: v for k, v in vars(got).items() if k != "features"}
+    assert_same_capture(se_viz.Capture(**plain), se_viz.Capture(**{
+        k: v for k, v in vars(ref).items() if k != "features"}))
+    assert_same_features(got, ref, names)
+    _, with_maps = fast.graph_for(model, maps=True)
+    _, gates_only = fast.graph_for(model)
+    assert with_maps.maps and not gates_only.maps and with_maps.key != gates_only.key
+    assert with_maps.path != gates_only.path and with_maps.path.is_file()
 
 
 def test_bad_engine_requests_are_refused_clearly(tiny_vd, monkeypatch):
     x = batch(1)
     with pytest.raises(ValueError, match="engine must be one of auto, eager, fast"):
         se_viz.capture(tiny_vd, x, engine="gpu")
-    with pytest.raises(ValueError, match="feature maps or interventions"):
-        se_viz.capture(tiny_vd, x, features=["SE_2_1"], engine="fast")
+    with pytest.raises(ValueError, match="cannot apply interventions"):
+        se_viz.capture(tiny_vd, x, intervention=Intervention(gates={"SE_2_1": 1.0}),
+                       engine="fast")
+    with pytest.raises(ValueError, match="unknown block name.*SE_9_9"):
+        se_viz.capture(tiny_vd, x, features=["SE_9_9"], engine="fast")
     assert not fast.use_fast(object(), "auto")  # not an SEResNet: hooks (which then refuse)
     monkeypatch.setenv("SE_VIZ_ENGINE", "turbo")
     with pytest.raises(ValueError, match="SE_VIZ_ENGINE.*turbo"):
@@ -221,6 +261,10 @@ def test_graph_outputs_and_validity():
     assert names == ["logits"] + [n for b in blocks for n in (b, fast.SQUEEZE_PREFIX + b)]
     ops = {node.op_type for node in proto.graph.node}
     assert "BatchNormalization" not in ops  # folded into the convolutions
+    with_maps = fast.build_onnx(model, maps=True)
+    onnx.checker.check_model(with_maps)
+    assert [o.name for o in with_maps.graph.output] == ["logits"] + [
+        n for b in blocks for n in (b, fast.SQUEEZE_PREFIX + b, fast.MAPS_PREFIX + b)]
 
 
 def test_cpu_threads_default_to_every_core_and_honour_the_override(monkeypatch):
