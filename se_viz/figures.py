@@ -59,48 +59,63 @@ def _channel_ids(gates: Mapping[str, np.ndarray], orders: Mapping[str, np.ndarra
     return ids
 
 
-def _block_heatmap(z: np.ndarray, names: list[str], title: str, **trace: Any) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=z, y=names, hoverongaps=False, **trace))
+def _block_heatmap(z: np.ndarray, names: list[str], widths: Sequence[int], title: str,
+                   scale: dict[str, Any], hovertemplate: str,
+                   customdata: np.ndarray | None = None) -> go.Figure:
+    """Blocks x channels as one single-row heatmap trace per block (row b = ``z[b, :widths[b]]``)
+    on a numeric y axis labelled with the block names, all on one colour axis (``scale``).
+
+    It looks like the NaN-padded (B, Cmax) matrix ``z`` but sends only the real values
+    (15,104 instead of 32,768 for SE-ResNet-50), and each row's hover names its block
+    (``%{y}`` in ``hovertemplate`` becomes the name). Several heatmaps on one categorical
+    axis break plotly.js ("Cannot read properties of undefined"), hence the numeric axis.
+    """
+    fig = go.Figure()
+    for b, (name, width) in enumerate(zip(names, widths)):
+        extra = {} if customdata is None else {"customdata": customdata[b:b + 1, :width]}
+        fig.add_trace(go.Heatmap(z=np.ascontiguousarray(z[b:b + 1, :width]), x0=0, dx=1,
+                                 y0=b, dy=1, name=name, coloraxis="coloraxis",
+                                 hoverongaps=False,
+                                 hovertemplate=hovertemplate.replace("%{y}", name), **extra))
     fig.update_layout(title=title, shapes=_stage_lines(names), xaxis_title="channel position",
-                      yaxis=dict(title="SE block", autorange="reversed", type="category"),
+                      coloraxis=scale,
+                      yaxis=dict(title="SE block", autorange="reversed", zeroline=False,
+                                 showgrid=False, tickmode="array",
+                                 tickvals=list(range(len(names))), ticktext=names),
                       margin=dict(l=70, r=20, t=50, b=40))
     return fig
 
 
 def gate_heatmap(gates: Mapping[str, np.ndarray],
                  orders: Mapping[str, np.ndarray] | None = None, title: str = "") -> go.Figure:
-    """All blocks' gates (C,) as one heatmap: rows = blocks (SE_2_1 on top), NaN padding.
+    """All blocks' gates (C,) as one heatmap: rows = blocks (SE_2_1 on top), one trace per
+    block (see `_block_heatmap`), a fixed 0-1 colour scale.
 
     With ``orders`` (block -> permutation) position j of a row shows channel orders[j], and
     the hover's channel comes from ``customdata``; without, the channel is the x position.
     """
     z, names = pad_blocks(gates, orders)
-    trace: dict[str, Any] = dict(zmin=0.0, zmax=1.0, colorscale=GATE_SCALE,
-                                 colorbar=dict(title="gate"))
-    if orders:
-        trace["customdata"] = _channel_ids(gates, orders, z.shape)
-        channel = "%{customdata}"
-    else:
-        channel = "%{x}"
-    trace["hovertemplate"] = ("block %{y}<br>channel " + channel
-                              + "<br>gate %{z:.3f}<extra></extra>")
-    return _block_heatmap(z, names, title or "SE gates per block", **trace)
+    ids = _channel_ids(gates, orders, z.shape) if orders else None
+    channel = "%{customdata}" if orders else "%{x}"
+    return _block_heatmap(
+        z, names, [len(gates[n]) for n in names], title or "SE gates per block",
+        dict(cmin=0.0, cmax=1.0, colorscale=GATE_SCALE, colorbar=dict(title="gate")),
+        "block %{y}<br>channel " + channel + "<br>gate %{z:.3f}<extra></extra>", ids)
 
 
 def difference_heatmap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
                        title: str = "") -> go.Figure:
-    """Heatmap of b - a per block and channel, NaN-padded, RdBu centred on 0, range [-1, 1]."""
+    """Heatmap of b - a per block and channel, one row per block, RdBu centred on 0, [-1, 1]."""
     if list(a) != list(b):
         raise ValueError("the two gate sets must have the same blocks in the same order")
     za, names = pad_blocks(a)
     zb, _ = pad_blocks(b)
     if np.any(np.isnan(za) != np.isnan(zb)):
         raise ValueError("the two gate sets have different channel counts; compare like with like")
-    return _block_heatmap(zb - za, names, title or "Gate difference (B - A)", zmid=0.0,
-                          zmin=-1.0, zmax=1.0, colorscale=DIFF_SCALE,
-                          colorbar=dict(title="B - A"),
-                          hovertemplate="block %{y}<br>channel %{x}<br>B - A %{z:+.3f}"
-                                        "<extra></extra>")
+    return _block_heatmap(
+        zb - za, names, [len(a[n]) for n in names], title or "Gate difference (B - A)",
+        dict(cmid=0.0, cmin=-1.0, cmax=1.0, colorscale=DIFF_SCALE, colorbar=dict(title="B - A")),
+        "block %{y}<br>channel %{x}<br>B - A %{z:+.3f}<extra></extra>")
 
 
 def gate_histogram(g: np.ndarray, block: str) -> go.Figure:
