@@ -27,7 +27,7 @@ import streamlit as st
 from PIL import Image
 
 import se_viz
-from se_viz import analysis, download, export, figures, hooks, images, labels
+from se_viz import analysis, download, export, fast, figures, hooks, images, labels, report
 from se_viz.api import build_model, file_fingerprint, verify_weights
 from se_viz.cache import BoundedCache
 from se_viz.costs import NetworkCosts, reduction_table
@@ -49,8 +49,9 @@ DECODE_SLOTS = 2  # images decoded + run at once, over all sessions (a 50 MP dec
 THUMB = 160  # pixels, overlay thumbnails
 BLOCKS = se_viz.BLOCK_NAMES
 STAGES = {f"stage {s}": tuple(b for b in BLOCKS if b.startswith(f"SE_{s}_")) for s in (2, 3, 4, 5)}
-TABS = ("Overview", "Block explorer", "Compare blocks", "Compare images", "Reduction ratio",
-        "Interventions", "Export")
+TABS = ("Overview", "Block explorer", "Compare blocks", "Compare images", "Class baseline",
+        "Reduction ratio", "Interventions", "Export")
+ALL_IMAGES = "(all images of the dataset)"
 ORDERS = ("natural", "sorted by gate", "sorted by another image")
 FORCE = {"1 (SE off)": 1.0, "0.5": 0.5, "the block's mean gate": "mean"}
 SCOPES = ("one block", "a whole stage", "remove all stage-5 SE (the paper's cheap variant)")
@@ -154,8 +155,9 @@ def load_model(arch: str, source: tuple, width: int, reduction: float,
     """
     kind = source[0]
     if kind in ("pretrained", "path"):
-        return build_model(arch, source[1], reduction, width=width)
-    model = build_model(arch, None, reduction, width=width)
+        model = build_model(arch, source[1], reduction, width=width)
+    else:
+        model = build_model(arch, None, reduction, width=width)
     if kind == "upload":
         arrays, meta, digest = read_bytes(_data, source[2])
         layout = load_arrays(model, arrays, source[2])
@@ -163,6 +165,7 @@ def load_model(arch: str, source: tuple, width: int, reduction: float,
             model.preprocessing = images.TIMM_EVAL
         model.info = replace(model.info, weights=f"upload:{source[2]}", layout=layout,
                              sha256=digest, extra={"metadata": meta})
+    fast.prepare(model)  # the fast graph (with feature maps), so the first upload is quick
     return model
 
 
@@ -241,6 +244,15 @@ def cost_rows(arch: str) -> list[NetworkCosts]:
 @st.cache_data(max_entries=16, show_spinner=False)
 def sample_bytes(name: str) -> bytes:
     return (ASSETS / name).read_bytes()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the dataset statistics ...")
+def load_baseline(source: tuple, _data: bytes | None = None) -> report.DatasetStats:
+    """A stats.npz from `se-viz analyze`, shared read-only by every session. source:
+    ("upload", sha256, name) with the bytes in ``_data``, or ("path", path, fingerprint)."""
+    if source[0] == "upload":
+        return report.load_stats(_data, name=source[2])
+    return report.load_stats(source[1])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -333,6 +345,25 @@ def weights_ui() -> WeightsChoice:
         if path.strip():
             return WeightsChoice("path", name=path.strip())
     return WeightsChoice()
+
+
+def baseline_ui() -> report.DatasetStats | None:
+    """An optional class baseline: the stats.npz that `se-viz analyze` wrote (upload or path)."""
+    with st.expander("Class baseline (dataset statistics)"):
+        st.caption("Made by `se-viz analyze DIR --out OUT` (OUT/stats.npz). The Class "
+                   "baseline view then says how typical each image's gates are for its class.")
+        up = st.file_uploader("stats.npz", type=["npz"], key="stats_upload",
+                              help="Read with numpy, allow_pickle=False: never unpickled.")
+        path = st.text_input("or a local path to stats.npz", key="stats_path").strip()
+    try:
+        if up is not None:
+            return load_baseline(("upload", digest_of(up), up.name), up.getvalue())
+        if path:
+            where = Path(path).expanduser()  # (size, mtime) in the key: a rewrite reloads
+            return load_baseline(("path", str(where), file_fingerprint(where)))
+    except SEVizError as exc:
+        st.error(str(exc))
+    return None
 
 
 def photos_ui() -> list[Photo]:
@@ -593,6 +624,53 @@ def render_compare_images(loaded: Loaded, model) -> None:
     st.dataframe({k2: list(v) for k2, v in table.items()}, hide_index=True)
 
 
+def baseline_ui_for(photo: Photo, res: ImageResult, model, stats: report.DatasetStats,
+                    i: int) -> str | None:
+    """The baseline class for one image: its predicted class when the dataset has it."""
+    top = int(np.argmax(res.probs))
+    matched = report.match_class(stats, top, model.info.num_classes)
+    options = [ALL_IMAGES, *stats.classes]
+    index = options.index(stats.classes[matched]) if matched is not None else 0
+    choice = st.selectbox("Compare with", options, index=index, key=f"baseline_class_{i}",
+                          help="Defaults to the predicted class when the dataset has a "
+                               "folder named like it (WordNet id, name or index).")
+    predicted = labels.label_for(top, model.info.num_classes)
+    st.caption(f"Predicted: **{predicted}** ({res.probs[top]:.1%})."
+               + ("" if matched is not None else " No dataset class matches it."))
+    return None if choice == ALL_IMAGES else choice
+
+
+def render_baseline(loaded: Loaded, model, stats: report.DatasetStats | None = None) -> None:
+    if stats is None:
+        st.info("Open a dataset's statistics in the sidebar (**Class baseline**) to see how "
+                "typical each image's gates are for its class, block by block.")
+        st.code("se-viz analyze photos/ --out results/   # then open results/stats.npz",
+                language="bash")
+        return
+    st.markdown(f"Baseline: **{len(stats.classes)} classes, {stats.all_count} images** "
+                f"({stats.meta.get('arch', '?')}). Per block: the mean over channels of "
+                "|gate - class mean| / class std (0 = exactly typical, about 0.8 for a typical "
+                "member of a normal class), and the cosine between the gates and the class mean.")
+    sha = stats.meta.get("weights_sha256")
+    if sha and model.info.sha256 and sha != model.info.sha256:
+        st.warning(f"These statistics were made with other weights (sha256 `{sha[:12]}`, "
+                   f"the model here has `{model.info.sha256[:12]}`): compare with care.")
+    for i, (photo, res) in enumerate(zip(loaded.photos, loaded.results)):
+        with st.container(border=True):
+            st.subheader(photo.name)
+            cls = baseline_ui_for(photo, res, model, stats, i)
+            try:
+                t = report.typicality(stats, res.gates, cls)
+            except ValueError as exc:
+                st.error(f"{exc}.")
+                return
+            z = t["mean_abs_z"]
+            worst = max(z, key=z.get)
+            st.markdown(f"Least typical block: **{worst}** (mean |z| {z[worst]:.2f}); most "
+                        f"typical: **{min(z, key=z.get)}** ({min(z.values()):.2f}).")
+            chart(report.typicality_figure(t), f"baseline_{i}", height=420)
+
+
 def cost_tables(rows: list[NetworkCosts], r: float) -> tuple[dict, dict]:
     paper = {p.reduction: p for p in analysis.PAPER_REDUCTION_TABLE}
     whole = {"r": [f"{x.reduction:g}" for x in rows],
@@ -767,7 +845,7 @@ def export_figure(loaded: Loaded, which: str):
 
 
 VIEWS = (render_overview, render_block_explorer, render_compare_blocks, render_compare_images,
-         render_reduction, render_interventions, render_export)
+         render_baseline, render_reduction, render_interventions, render_export)
 
 
 # ----------------------------------------------------------------------------- page
@@ -808,6 +886,7 @@ def app() -> None:
             reduction = st.selectbox("Reduction ratio r of the weights", RATIOS,
                                      index=RATIOS.index(16), key="reduction",
                                      help="Pretrained SE-ResNet-50 files use r = 16.")
+        baseline = baseline_ui()
     with status:
         model = get_model(choice, arch, width, reduction)
         render_weights_status(model, width)
@@ -824,7 +903,10 @@ def app() -> None:
         if tab.open is False:
             continue
         with tab, guard(f"drawing the {label} view"):
-            view(loaded, model)
+            if view is render_baseline:
+                view(loaded, model, baseline)
+            else:
+                view(loaded, model)
 
 
 def main() -> None:

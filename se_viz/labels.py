@@ -14,6 +14,7 @@ from importlib import resources
 
 NUM_IMAGENET_CLASSES = 1000
 _LABELS_FILE = "imagenet_classes.txt"
+_WNIDS_FILE = "imagenet_wnids.txt"
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,6 +39,22 @@ def imagenet_labels() -> tuple[str, ...]:
             f"found {len(lines)} lines ({sum(1 for line in lines if not line)} empty); "
             "reinstall se_viz."
         )
+    return lines
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """Return the 1000 WordNet ids (``n01440764`` ...), index *i* = class *i*, as ImageNet
+    folders are named. Raises RuntimeError for a broken install."""
+    resource = resources.files("se_viz") / "data" / _WNIDS_FILE
+    try:
+        lines = tuple(line.strip() for line in resource.read_text(encoding="utf-8").splitlines())
+    except OSError as exc:  # pragma: no cover - broken install
+        raise RuntimeError(f"se_viz/data/{_WNIDS_FILE} could not be read ({exc}); "
+                           "reinstall se_viz.") from exc
+    if len(lines) != NUM_IMAGENET_CLASSES or not all(w.startswith("n") for w in lines):
+        raise RuntimeError(f"se_viz/data/{_WNIDS_FILE} must have {NUM_IMAGENET_CLASSES} "
+                           f"WordNet ids, found {len(lines)} lines; reinstall se_viz.")
     return lines
 
 

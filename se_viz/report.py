@@ -23,6 +23,7 @@ Sums are accumulated in float64; std = sqrt(max(E[g^2] - E[g]^2, 0)). Numpy and 
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import zipfile
@@ -119,11 +120,16 @@ def stats_arrays(stats: DatasetStats) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_stats(path: str | os.PathLike[str]) -> DatasetStats:
-    """Read and validate a ``stats.npz`` written by ``se_viz.dataset`` (never unpickles)."""
-    where = os.fspath(path)
+def load_stats(path: str | os.PathLike[str] | bytes, name: str | None = None) -> DatasetStats:
+    """Read and validate a ``stats.npz`` written by ``se_viz.dataset`` (never unpickles).
+
+    ``path`` may also be the file's bytes (an upload); ``name`` then names it in errors.
+    """
+    data_bytes = path if isinstance(path, (bytes, bytearray)) else None
+    where = name or ("uploaded stats file" if data_bytes is not None else os.fspath(path))
     try:
-        with np.load(where, allow_pickle=False) as npz:
+        source = io.BytesIO(data_bytes) if data_bytes is not None else where
+        with np.load(source, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
     except FileNotFoundError as exc:
         raise StatsFileError(f"'{where}' does not exist. Give the stats.npz that "
@@ -228,6 +234,22 @@ def typicality(stats: DatasetStats, gates: Mapping[str, np.ndarray],
             "mean_abs_z": z, "cosine": cos}
 
 
+def match_class(stats: DatasetStats, index: int, num_classes: int = 1000) -> int | None:
+    """The stats class for a predicted class ``index``: a folder named by its ImageNet
+    WordNet id (``n01443537``), its name (``goldfish``; case, '_' and '-' ignored) or its
+    index (``1``). None when no class matches (then compare with all images)."""
+    from .labels import NUM_IMAGENET_CLASSES, imagenet_labels, imagenet_wnids
+
+    names = [str(index)]
+    if num_classes == NUM_IMAGENET_CLASSES and 0 <= index < NUM_IMAGENET_CLASSES:
+        names = [imagenet_wnids()[index], imagenet_labels()[index]] + names
+    for name in names:
+        k = stats.class_index(name)
+        if k is not None:
+            return k
+    return None
+
+
 def report_classes(stats: DatasetStats, limit: int = REPORT_CLASSES) -> list[int]:
     """Indices of the classes drawn: the ``limit`` largest (ties by name), in class order."""
     order = sorted((k for k in range(len(stats.classes)) if stats.counts[k] > 0),
@@ -324,6 +346,32 @@ def saturation_figure(stats: DatasetStats) -> Any:
                                 for b in stats.blocks]))
     fig.add_hline(y=SATURATED_SHARE, line_dash="dash", annotation_text="saturated above")
     fig.update_layout(title=SAT_TITLE, yaxis=dict(range=[0, 1.02]), xaxis_title="SE block")
+    return fig
+
+
+TYPICAL_TITLE = "How typical are this image's gates for {what}? (per block)"
+
+
+def typicality_figure(t: Mapping[str, Any]) -> Any:
+    """Bars of `typicality`'s mean |z| per block (left axis) and its cosine similarity to the
+    baseline mean (right axis, line)."""
+    import plotly.graph_objects as go
+
+    blocks = list(t["mean_abs_z"])
+    what = f"class '{t['class']}'" if t["baseline"] == "class" else "all images"
+    fig = go.Figure(go.Bar(x=blocks, y=[t["mean_abs_z"][b] for b in blocks],
+                           name="mean |z| (0 = typical)",
+                           hovertemplate="%{x}: mean |z| %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=blocks, y=[t["cosine"][b] for b in blocks], yaxis="y2",
+                             mode="lines+markers", name="cosine to the baseline mean",
+                             hovertemplate="%{x}: cosine %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="1 std")
+    fig.update_layout(title=TYPICAL_TITLE.format(what=f"{what} ({t['count']} images)"),
+                      xaxis_title="SE block", yaxis=dict(title="mean |z| over channels",
+                                                         rangemode="tozero"),
+                      yaxis2=dict(title="cosine", overlaying="y", side="right",
+                                  range=[0, 1.02]),
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
