@@ -86,15 +86,16 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _expected_top5() -> list[str]:
-    """The narrow model's top-5 labels for PHOTO, computed here without the app."""
+def _expected_top5(photo: Path = PHOTO) -> list[tuple[str, str]]:
+    """The narrow model's top-5 (label, probability as the app prints it) for ``photo``,
+    computed here without the app."""
     from se_viz import hooks, labels
     from se_viz.api import build_model
     from se_viz.images import load_image
 
-    cap = hooks.capture(build_model("se_resnet50_vd", None, width=WIDTH), [load_image(PHOTO)])
-    idx, _ = cap.top_k(5)
-    return [labels.label_for(i, 1000) for i in idx[0]]
+    cap = hooks.capture(build_model("se_resnet50_vd", None, width=WIDTH), [load_image(photo)])
+    idx, p = cap.top_k(5)
+    return [(labels.label_for(i, 1000), f"{q:.1%}") for i, q in zip(idx[0], p[0])]
 
 
 def _full_page_screenshot(page, paths: list[Path]) -> None:
@@ -113,7 +114,7 @@ def _full_page_screenshot(page, paths: list[Path]) -> None:
 def test_upload_shows_heatmap_top5_and_no_exception(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     url, log = server
-    expected = _expected_top5()
+    expected = [label for label, _ in _expected_top5()]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
         try:
@@ -153,3 +154,107 @@ def test_upload_shows_heatmap_top5_and_no_exception(server, tmp_path):
             browser.close()
     assert "Traceback" not in log.read_text()
     assert (ROOT / "docs" / "screenshot.png").stat().st_size > 10_000
+
+
+def _uploader(page):
+    return page.locator('[data-testid="stSidebar"] input[type="file"]').first
+
+
+def test_four_sessions_at_once_each_see_only_their_own_image(server):
+    """Four browser contexts (four Streamlit sessions) upload four photos at the same time;
+    each page shows its own photo's name and top-5, none of the others', no exception."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, log = server
+    photos = sorted((ROOT / "assets").glob("*.jpg"))
+    assert len(photos) >= 4
+    photos = photos[:4]
+    expected = {p.name: _expected_top5(p) for p in photos}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        try:
+            pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                     for _ in photos]
+            for page in pages:
+                page.goto(url)
+            for page in pages:
+                page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
+            for page, photo in zip(pages, photos):  # all four before waiting for any
+                _uploader(page).set_input_files(str(photo))
+            for page, photo in zip(pages, photos):
+                page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
+                    timeout=120_000)
+                page.get_by_role("heading", name=photo.name).wait_for(timeout=30_000)
+                table = page.locator('[data-testid="stTable"]').first.inner_text()
+                for label, prob in expected[photo.name]:
+                    assert label in table and prob in table, (photo.name, label, prob, table)
+                main = page.locator('[data-testid="stMain"]').inner_text()
+                for other in photos:
+                    if other != photo:
+                        assert other.name not in main, (photo.name, other.name)
+                assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    assert "Traceback" not in log.read_text()
+
+
+# (tab, text that shows the view has drawn, button to press first or None, text after it)
+VIEWS = [
+    ("Overview", "Top-5 classes", None, None),
+    ("Block explorer", "Most amplified (top-k gates)", None, None),
+    ("Compare blocks", "The paper's finding.", None, None),
+    ("Compare images", "Blocks that separate these images most", None, None),
+    ("Class baseline", "Open a dataset's statistics", None, None),
+    ("Reduction ratio", "Per stage at r =", "Run emulation", "Emulated r ="),
+    ("Interventions", "Force a block's gates", "Run intervention", "of the top-5 kept"),
+    ("Export", "Figures as standalone HTML", None, None),
+]
+
+
+def _plots_drawn(page) -> int:
+    """Number of visible Plotly charts; each must have drawn its SVG (a JS error leaves the
+    chart div hidden and empty)."""
+    plots = page.locator(".js-plotly-plot")
+    drawn = 0
+    for i in range(plots.count()):
+        plot = plots.nth(i)
+        if plot.is_visible():
+            assert plot.locator(".main-svg").count() > 0, f"chart {i} did not draw"
+            drawn += 1
+    return drawn
+
+
+def test_every_view_draws_in_the_browser_without_errors(server):
+    """Two photos, then every tab in turn (and its Run button): no JavaScript error, no
+    exception element, every visible chart drawn."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, log = server
+    js_errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+            page.goto(url)
+            page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
+            _uploader(page).set_input_files([str(PHOTO),
+                                             str(ROOT / "assets" / "coffee_cup.jpg")])
+            page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
+                timeout=90_000)
+            charts = {}
+            for tab, ready, button, after in VIEWS:
+                page.get_by_role("tab", name=tab).click()
+                page.get_by_text(ready).first.wait_for(timeout=60_000)
+                if button:
+                    page.get_by_role("button", name=button).click()
+                    page.get_by_text(after).first.wait_for(timeout=90_000)
+                page.wait_for_timeout(1200)  # let plotly draw what just arrived
+                charts[tab] = _plots_drawn(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, tab
+                assert not js_errors, (tab, js_errors)
+        finally:
+            browser.close()
+    print(f"\ncharts drawn per view: {charts}")
+    for tab in ("Overview", "Block explorer", "Compare blocks", "Compare images",
+                "Reduction ratio", "Interventions"):
+        assert charts[tab] >= 1, (tab, charts)
+    assert "Traceback" not in log.read_text()
