@@ -258,6 +258,16 @@ def load_baseline(source: tuple, _data: bytes | None = None) -> report.DatasetSt
 # ----------------------------------------------------------------------------- helpers
 
 
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> bool:
+    """Import at start-up what the first upload would otherwise wait for: st.table imports
+    pandas on first use (about 1 s here), plotly its heatmap validators (about 0.1 s)."""
+    import pandas  # noqa: F401
+
+    figures.gate_heatmap({"SE_2_1": np.zeros(2, np.float32)})
+    return True
+
+
 @st.cache_resource
 def _paddle_guards() -> list:
     """Process-wide list that keeps Paddle's eager-mode guards alive (see keep_paddle_eager)."""
@@ -537,6 +547,7 @@ def render_block_explorer(loaded: Loaded, model) -> None:
     block, name, k = block_ui(loaded.names)
     res = loaded.result(name)
     g, s = res.gates[block], res.squeeze[block]
+    key = (loaded.key[loaded.names.index(name)], net_key(model), block)
     stats = analysis.gate_stats(g)
     cols = st.columns(5)
     for col, (label, value) in zip(cols, (
@@ -545,11 +556,13 @@ def render_block_explorer(loaded: Loaded, model) -> None:
             ("gates > 0.9", f"{stats.frac_high:.1%}"))):
         col.metric(label, value)
     left, right = st.columns(2)
+    split = analysis.squeeze_vs_gate(s, g)
     with left:
-        chart(figures.gate_histogram(g, block), "hist", height=340)
+        chart(shared_figure("hist", key, lambda: figures.gate_histogram(g, block)), "hist",
+              height=340)
     with right:
-        split = analysis.squeeze_vs_gate(s, g)
-        chart(figures.squeeze_gate_scatter(s, g, block, split), "scatter", height=340)
+        chart(shared_figure("scatter", key, lambda: figures.squeeze_gate_scatter(
+            s, g, block, split)), "scatter", height=340)
         st.caption(f"Strong channels suppressed: {_ids(split['strong_suppressed'])}  \n"
                    f"Weak channels boosted: {_ids(split['weak_boosted'])}")
     show = st.radio("Show maps as", ("before and after SE", "overlay on the image"),
@@ -558,12 +571,14 @@ def render_block_explorer(loaded: Loaded, model) -> None:
     for title, idx in (("Most amplified (top-k gates)", analysis.top_channels(g, k)),
                        ("Most suppressed (bottom-k gates)", analysis.top_channels(g, k, False))):
         st.markdown(f"**{title}** of {block}")
-        render_maps(res.crop, maps[idx].astype(np.float32), idx, g[idx], show, title)
+        render_maps(res.crop, maps[idx].astype(np.float32), idx, g[idx], show, title,
+                    key + (title, k))
 
 
 def render_maps(crop: np.ndarray, before: np.ndarray, idx: np.ndarray, gates: np.ndarray,
-                show: str, key: str) -> None:
-    """k maps (k, H, W): before SE and after (x * gate) on one colour scale, or overlays."""
+                show: str, title: str, key: tuple) -> None:
+    """k maps (k, H, W): before SE and after (x * gate) on one colour scale, or overlays.
+    ``key`` determines the maps (image, network, block, title, k) for the figure cache."""
     if show == "overlay on the image":
         small = np.asarray(Image.fromarray(crop).resize((THUMB, THUMB), Image.BILINEAR))
         st.image([figures.overlay(small, m) for m in before], width=THUMB, output_format="JPEG",
@@ -571,7 +586,8 @@ def render_maps(crop: np.ndarray, before: np.ndarray, idx: np.ndarray, gates: np
         return
     rows = [("before SE", before), ("after SE (x * gate)", before * gates[:, None, None])]
     height = 80 + 2 * 700 // max(3, len(idx))
-    chart(maps_mosaic(rows, idx, gates), f"maps_{key}", height=height)
+    chart(shared_figure("maps", key, lambda: maps_mosaic(rows, idx, gates)), f"maps_{title}",
+          height=height)
 
 
 def _ids(idx: np.ndarray, most: int = 20) -> str:
@@ -916,6 +932,7 @@ def main() -> None:
     start = time.perf_counter()
     with guard("building the page"):
         keep_paddle_eager()
+        warm_imports()
         app()
     log.debug("page script ran in %.1f ms", 1000 * (time.perf_counter() - start))
 
