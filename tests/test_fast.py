@@ -300,3 +300,20 @@ def test_benchmark_suite_runs_in_quick_mode(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     gate = [r for r in rows if r["name"] == "largest gate difference"]
     assert len(gate) == 1 and 0 <= gate[0]["value"] <= 1e-4
+
+
+def test_memory_stays_flat_over_100_fast_captures():
+    psutil = pytest.importorskip("psutil")
+    proc = psutil.Process()
+    model = make_tiny("se_resnet50_vd", seed=17)
+    x = batch(2, size=64, seed=4)
+    for _ in range(20):  # both graph variants built, arenas warm
+        se_viz.capture(model, x)
+        se_viz.capture(model, x, features=["SE_2_1", "SE_5_3"])
+    start = proc.memory_info().rss
+    for _ in range(100):
+        se_viz.capture(model, x)
+        se_viz.capture(model, x, features=["SE_2_1", "SE_5_3"])
+    grown = (proc.memory_info().rss - start) / 2**20
+    assert grown < 25, f"RSS grew by {grown:.1f} MiB over 100 fast captures"
+    assert len(fast._BINDINGS[model]) == 2  # one graph per variant, not one per call

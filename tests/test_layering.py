@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "se_viz"
 PADDLE_FREE = ("analysis", "figures", "images", "export", "labels", "download", "errors",
-               "report")
+               "report", "cache", "mosaic", "shards")
 PADDLE_MODULES = {"model", "hooks", "api", "costs", "fast", "dataset"}
 
 

@@ -1,0 +1,267 @@
+"""se_viz benchmark suite: one command, one table, every figure measured in this run.
+
+    python benchmarks/run.py            # full run (about 3-4 minutes on 2 cores)
+    python benchmarks/run.py --quick    # smoke test (under 2 minutes)
+    python benchmarks/run.py --json results.json
+
+Every timing is a median over repeated calls after warm-up; cases that are compared run
+interleaved in one process. Graphs are built into a temporary cache (removed at the end),
+so the build time is a cold one. The PyTorch peer runs in its own process when torch can
+be imported by ``--torch-python`` (default: this interpreter, or $SE_VIZ_TORCH_PYTHON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+import numpy as np  # noqa: E402
+
+from common import Plan, Row, interleaved, machine, median_ms, spread, table  # noqa: E402
+
+ISSUE = {"ort": 40.6, "onednn": 47.5, "torch": "60-62", "eager2": "195-247", "eager1": "296-406"}
+GFLOP = 8.18  # canonical SE-ResNet-50 at 224 (the vd stem adds about 6%)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few repeats: a smoke test")
+    ap.add_argument("--json", type=Path, help="also write the rows and machine info here")
+    ap.add_argument("--arch", default="se_resnet50_vd", choices=["se_resnet50_vd", "se_resnet50"])
+    ap.add_argument("--weights", help="weights file (default: seeded, untrained)")
+    ap.add_argument("--torch-python", default=os.environ.get("SE_VIZ_TORCH_PYTHON", sys.executable),
+                    help="interpreter with torch for the PyTorch peer")
+    return ap.parse_args()
+
+
+def inputs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, (n, 3, 224, 224)).astype(np.float32)
+
+
+def plain_graph(model):
+    """A session over the same graph with the logits as its only output: the plain forward."""
+    from se_viz import fast
+    proto = fast.build_onnx(model)
+    del proto.graph.output[1:]
+    return fast.FastGraph(proto.SerializeToString(), fast.cpu_threads())
+
+
+def build_rows(model_factory) -> list[Row]:
+    """Cold build into the empty cache, then a second model object loading it from disk."""
+    from se_viz import fast
+    sec = "Fast graph (ONNX Runtime), built once per weights"
+    model = model_factory()
+    _, built = fast.graph_for(model)
+    _, loaded = fast.graph_for(model_factory())
+    _, maps = fast.graph_for(model, maps=True)
+    size = built.path.stat().st_size / 2**20 if built.path else float("nan")
+    return [
+        Row(sec, "build: hash weights, write graph, start session", built.seconds, "s",
+            "", f"{size:.0f} MiB file"),
+        Row(sec, "build the variant with feature-map outputs (app)", maps.seconds, "s",
+            "", "once per weights, at app start-up"),
+        Row(sec, "load for new model object, same weights (disk cache)", loaded.seconds, "s",
+            f"{built.seconds / loaded.seconds:.1f}x faster than build", loaded.source),
+        Row(sec, "cached at", "$SE_VIZ_HOME or ~/.cache/se_viz + /graphs/<key>.<sha>.onnx",
+            note=f"threads: {built.threads}"),
+    ]
+
+
+def engine_rows(model, plan: Plan) -> tuple[list[Row], float]:
+    """Batch 1: Paddle eager (1 thread, all cores) and the fast graph, plain vs capture.
+
+    Each engine's cases are interleaved with each other; the engines run one after the
+    other, so no engine's idle worker threads sit on another's timings.
+    """
+    import paddle
+
+    import se_viz
+    from se_viz.model import cpu_threads, set_cpu_threads
+    sec = "Engines, batch 1, ms per image"
+    x, xt = inputs(1), paddle.to_tensor(inputs(1))
+    plain = plain_graph(model)
+    canonical = se_viz.build_model("se_resnet50") if model.arch != "se_resnet50" else model
+
+    def eager_plain():
+        with paddle.no_grad():
+            return model(xt).numpy()
+
+    def eager_one_thread():
+        set_cpu_threads(1)
+        try:
+            return eager_plain()
+        finally:
+            set_cpu_threads()
+
+    f = interleaved({"fast": lambda: plain.session.run(["logits"], {"images": x}),
+                     "fast_cap": lambda: se_viz.capture(model, x),
+                     "timm_cap": lambda: se_viz.capture(canonical, x)},
+                    plan.n("fast"), plan.warmup)
+    time.sleep(0.5)
+    e = interleaved({"eager": eager_plain,
+                     "eager_cap": lambda: se_viz.capture(model, x, engine="eager")},
+                    plan.n("slow"), plan.warmup)
+    e1 = interleaved({"eager1": eager_one_thread}, max(3, plan.n("heavy")), 1)
+    t = {**f, **e, **e1}
+    m = {k: median_ms(v) for k, v in t.items()}
+    return _engine_table(sec, m, t, cpu_threads()), m["timm_cap"]
+
+
+def _engine_table(sec: str, m: dict, t: dict, n: int) -> list[Row]:
+    return [
+        Row(sec, "Paddle eager forward, 1 thread (Paddle's default)", m["eager1"], "ms",
+            f"issue: {ISSUE['eager1']}"),
+        Row(sec, f"Paddle eager forward, {n} threads", m["eager"], "ms",
+            f"issue: {ISSUE['eager2']}", f"{m['eager1'] / m['eager']:.2f}x vs 1 thread"),
+        Row(sec, "Paddle eager capture all 16 gates (hooks)", m["eager_cap"], "ms",
+            f"{m['eager_cap'] / m['eager']:.3f}x eager forward", "interleaved with the above"),
+        Row(sec, "fast graph forward, logits only", m["fast"], "ms",
+            f"issue: ORT {ISSUE['ort']}, oneDNN {ISSUE['onednn']}",
+            f"{GFLOP * 1e3 / m['fast']:.0f} GFLOP/s; {spread(t['fast'])}"),
+        Row(sec, "se_viz.capture all 16 gates + squeeze (fast path)", m["fast_cap"], "ms",
+            f"{m['fast_cap'] / m['fast']:.3f}x fast forward (goal <= 1.03)",
+            f"interleaved with the above; {spread(t['fast_cap'])}"),
+        Row(sec, "speed-up of capture: eager hooks -> fast path", m["eager_cap"] / m["fast_cap"],
+            "x"),
+        Row(sec, "se_viz.capture, timm layout se_resnet50 (fast path)", m["timm_cap"], "ms",
+            "same network as the PyTorch peer", spread(t["timm_cap"])),
+    ]
+
+
+def torch_rows(python: str, fast_ms: float, plan: Plan) -> list[Row]:
+    """PyTorch eager in its own process, compared with se_viz.capture of the same network."""
+    sec = "Engines, batch 1, ms per image"
+    cmd = [python, str(HERE / "torch_peer.py"), "--repeats", str(plan.n("slow")),
+           "--warmup", str(plan.warmup)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Row(sec, "PyTorch peer", "skipped", note=str(exc)[:80])]
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return [Row(sec, "PyTorch peer", "skipped", note=f"torch not usable: {last[:80]}")]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    b1, b8 = res["ms_per_image"]["1"], res["ms_per_image"].get("8")
+    return [Row(sec, "PyTorch eager forward (own process, after the above)", b1, "ms",
+                f"issue: {ISSUE['torch']}", res["engine"]),
+            Row(sec, "timm-layout capture speed-up over PyTorch eager forward", b1 / fast_ms,
+                "x", "goal >= 1.5", f"PyTorch batch 8: {b8:.1f} ms/img" if b8 else "")]
+
+
+def throughput_rows(model, plan: Plan) -> list[Row]:
+    import se_viz
+    sec = "Throughput of se_viz.capture (fast path)"
+    time.sleep(0.5)
+    xs = {n: inputs(n) for n in (1, 8, 32)}
+    cases = {n: (lambda n=n: se_viz.capture(model, xs[n], batch_size=n)) for n in xs}
+    t = interleaved(cases, plan.n("heavy"), plan.warmup)
+    rows = []
+    for n, times in t.items():
+        ms = median_ms(times) / n
+        goal = "goal <= 45 ms/img" if n == 8 else ""
+        rows.append(Row(sec, f"batch {n}", 1e3 / ms, "img/s", goal, f"{ms:.1f} ms/img"))
+    x8 = xs[8]
+    e8 = interleaved({"e": lambda: se_viz.capture(model, x8, engine="eager")},
+                     max(2, plan.n("heavy") // 2), 1)["e"]
+    rows.append(Row(sec, "eager hooks capture, batch 8", 8e3 / median_ms(e8), "img/s",
+                    f"issue: {ISSUE['eager2']} ms/img", f"{median_ms(e8) / 8:.1f} ms/img"))
+    return rows
+
+
+def agreement_rows(model) -> list[Row]:
+    """Fast path vs eager hooks on the sample photos: largest differences, top-5."""
+    import se_viz
+    from se_viz.images import load_image
+    sec = "Fast path vs eager hooks (sample photos)"
+    photos = sorted((ROOT / "assets").glob("*.jpg"))
+    imgs = [load_image(p) for p in photos] if photos else None
+    x = imgs or inputs(4, seed=3)
+    a, b = se_viz.capture(model, x, engine="fast"), se_viz.capture(model, x, engine="eager")
+    gate = max(float(np.abs(a.gates[k] - b.gates[k]).max()) for k in a.gates)
+    sq = max(float(np.abs(a.squeeze[k] - b.squeeze[k]).max()) for k in a.squeeze)
+    same = int((a.top_k(5)[0] == b.top_k(5)[0]).all(axis=1).sum())
+    what = f"{len(a)} photos" if imgs else f"{len(a)} random inputs"
+    return [Row(sec, "largest gate difference", gate, "", "limit 1e-4", what),
+            Row(sec, "largest squeeze difference", sq, "", "limit 1e-4"),
+            Row(sec, "largest logit difference", float(np.abs(a.logits - b.logits).max())),
+            Row(sec, "same top-5 (in order)", f"{same}/{len(a)}")]
+
+
+def memory_rows(arch: str, quick: bool) -> list[Row]:
+    """Peak RSS of one capture, each in a fresh process (the graph comes from the cache)."""
+    sec = "Peak memory of one capture (own process)"
+    runs = [("fast", 1), ("fast", 32)] + ([] if quick else [("eager", 1), ("eager", 32)])
+    rows = []
+    for engine, n in runs:
+        cmd = [sys.executable, str(HERE / "memory_probe.py"), "--engine", engine,
+               "--batch", str(n), "--arch", arch]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            rows.append(Row(sec, f"{engine}, batch {n}", "failed", note=proc.stderr[-80:]))
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(Row(sec, f"{engine}, batch {n}: peak RSS", r["peak_mb"], "MiB",
+                        f"+{r['peak_mb'] - r['baseline_mb']:.0f} MiB over the loaded process",
+                        "" if r["peak_is_capture_only"] else "peak of the whole process"))
+    return rows
+
+
+def header(args: argparse.Namespace, info: dict, weights: str) -> str:
+    cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    return (f"se_viz benchmarks ({'quick' if args.quick else 'full'}): {cmd}\n"
+            f"machine: {info.get('cpu', '?')}, {info['cores']} cores, AVX-512 "
+            f"{'yes' if info.get('avx512') else 'no'}; Python {info['python']}; "
+            f"load average at start {info['load_avg'][0]:.2f}\n"
+            f"model: {args.arch}, {weights}, 224x224 float32\n")
+
+
+def main() -> None:
+    args = parse_args()
+    plan = Plan(warmup=1, repeats=4, quick=True) if args.quick else Plan(2, 30, False)
+    info = machine()
+    home = tempfile.mkdtemp(prefix="se_viz_bench_")
+    os.environ["SE_VIZ_HOME"] = home  # cold graph cache, removed at the end
+    started = time.perf_counter()
+    try:
+        import se_viz
+        from app_bench import run as app_rows
+        from se_viz import fast
+
+        def factory():
+            return se_viz.build_model(args.arch, weights=args.weights)
+        model = factory()
+        weights = "weights " + Path(args.weights).name if args.weights else "seeded, untrained"
+        print(header(args, info, weights), flush=True)
+        rows = build_rows(factory)
+        eng, fast_ms = engine_rows(model, plan)
+        rows += eng + torch_rows(args.torch_python, fast_ms, plan)
+        rows += throughput_rows(model, plan) + agreement_rows(model)
+        rows += app_rows(model, ROOT / "assets" / "cat_chelsea.jpg", plan)
+        rows += memory_rows(args.arch, args.quick)
+        fast.forget(model)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    print(table(rows))
+    print(f"\n{len(rows)} figures in {elapsed:.0f} s; load average now "
+          f"{os.getloadavg()[0]:.2f}")
+    if args.json:
+        info["load_avg_end"] = os.getloadavg()
+        args.json.write_text(json.dumps({"machine": info, "quick": args.quick,
+                                         "seconds": elapsed,
+                                         "rows": [r.as_dict() for r in rows]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
