@@ -886,6 +886,8 @@ def render_welcome() -> None:
         "bottleneck (C -> C/r -> C) and a sigmoid, and multiplies each channel by the result: "
         "the **gate**, between 0 (channel switched off) and 1 (kept). Blocks are named as in "
         "the paper: SE_2_1 (first block of stage 2) to SE_5_3.")
+    # Also loads the browser's Plotly bundle now, not when the first photo's heatmap arrives.
+    chart(shared_figure("gate_curve", (), figures.gate_curve), "gate_curve", height=320)
 
 
 def app() -> None:

@@ -72,7 +72,8 @@ def main() -> None:
             start = time.perf_counter()
             page.goto(url)
             page.get_by_text("Drop one or more photos").wait_for(timeout=180_000)
-            print(f"page ready (model built, fast graph prepared): "
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
+            print(f"page ready (model built, fast graph prepared, welcome chart drawn): "
                   f"{time.perf_counter() - start:.2f} s")
             uploader = page.locator('[data-testid="stSidebar"] input[type="file"]').first
             heatmaps = page.locator(".js-plotly-plot", has_text="SE_2_1")

@@ -19,7 +19,8 @@ from PIL import Image
 from plotly.colors import hex_to_rgb, sequential
 from plotly.subplots import make_subplots
 
-from .analysis import PAPER_CITATION, PAPER_FIG6_BLOCKS, PAPER_REDUCTION_TABLE, pad_blocks
+from .analysis import (HIGH, LOW, PAPER_CITATION, PAPER_FIG6_BLOCKS, PAPER_REDUCTION_TABLE,
+                       pad_blocks)
 
 GATE_SCALE = "Viridis"
 DIFF_SCALE = "RdBu"
@@ -430,6 +431,20 @@ def _reduction_accuracy(fig: go.Figure, paper: Sequence[Sequence],
                                      hovertemplate=f"{p[0]}: {p[1]}% top-1<extra></extra>"),
                           row=1, col=3)
     fig.update_yaxes(title_text="top-1 error (%)", row=1, col=3)
+
+
+def gate_curve() -> go.Figure:
+    """The SE gate as a function of the excitation output z: sigmoid(z) in (0, 1), with the
+    0.1 and 0.9 lines the block statistics count against (a primer for the welcome page)."""
+    z = np.linspace(-6, 6, 121, dtype=np.float32)
+    fig = go.Figure(go.Scatter(x=z, y=1 / (1 + np.exp(-z)), mode="lines", name="gate",
+                               hovertemplate="z %{x:.2f}<br>gate %{y:.3f}<extra></extra>"))
+    for y, text in ((LOW, "mostly switched off"), (HIGH, "kept almost unchanged")):
+        fig.add_hline(y=y, line_dash="dot", annotation_text=f"{y:g}: {text}")
+    fig.update_layout(title="gate = sigmoid(FC2(ReLU(FC1(squeeze))))",
+                      xaxis_title="excitation output z", yaxis=dict(title="gate", range=[0, 1]),
+                      showlegend=False, margin=dict(l=60, r=20, t=50, b=40))
+    return fig
 
 
 def emulation_figure(gates_full: Mapping[str, np.ndarray],

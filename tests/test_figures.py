@@ -289,3 +289,11 @@ def test_every_figure_serialises_and_exports_html():
         json.loads(fig.to_json())
     html = F.to_html(figs[0])
     assert "<html" in html and "plotly" in html.lower()
+
+
+def test_gate_curve_is_the_sigmoid_with_the_statistics_thresholds():
+    fig = F.gate_curve()
+    line = fig.data[0]
+    np.testing.assert_allclose(line.y, 1 / (1 + np.exp(-np.asarray(line.x))), rtol=1e-6)
+    assert line.y[0] < 0.01 and line.y[-1] > 0.99 and np.all(np.diff(line.y) > 0)
+    assert sorted(s.y0 for s in fig.layout.shapes) == [A.LOW, A.HIGH]
