@@ -283,7 +283,7 @@ class FastGraph:
                                             providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.blocks = [n for n in self.outputs if n.startswith("SE_")]
-        self.has_maps = MAPS_PREFIX + self.blocks[0] in self.outputs
+        self.has_maps = any(n.startswith(MAPS_PREFIX) for n in self.outputs)
 
     def run(self, batch: np.ndarray, features: Sequence[str] = ()) -> Capture:
         """Capture of one (N, 3, H, W) float32 batch: logits, every gate and squeeze, and
