@@ -36,12 +36,14 @@ WIDTH = 8
 STAGE5 = ("SE_5_1", "SE_5_2", "SE_5_3")
 
 
-@pytest.fixture
-def at(monkeypatch) -> AppTest:
-    """A fresh app session on the narrow model, with every Streamlit cache emptied."""
-    monkeypatch.setenv("SE_VIZ_WIDTH", str(WIDTH))
-    monkeypatch.setenv("SE_VIZ_ENGINE", "eager")  # direct captures below use the same path
-    monkeypatch.setenv("SE_VIZ_MIRROR", "http://127.0.0.1:9")  # refused at once: offline
+def fresh_app(monkeypatch, **env: str) -> AppTest:
+    """A fresh app session on the narrow model, offline, with every Streamlit cache emptied;
+    ``env`` adds or overrides settings."""
+    settings = {"SE_VIZ_WIDTH": str(WIDTH),
+                "SE_VIZ_ENGINE": "eager",  # direct captures in the tests use the same path
+                "SE_VIZ_MIRROR": "http://127.0.0.1:9"}  # refused at once: offline
+    for name, value in {**settings, **env}.items():
+        monkeypatch.setenv(name, value)
     st.cache_data.clear()
     st.cache_resource.clear()
     app = AppTest.from_file(str(APP), default_timeout=90)
@@ -50,17 +52,27 @@ def at(monkeypatch) -> AppTest:
     return app
 
 
-@pytest.fixture
-def forward_calls(monkeypatch) -> list[dict]:
-    """Every call of se_viz.hooks.capture (one per network run of one image)."""
-    calls: list[dict] = []
+def spy_captures(monkeypatch, record) -> None:
+    """Call ``record(model, kwargs)`` on every se_viz.hooks.capture (one per network run)."""
     real = hooks.capture
 
-    def counting(model, images_, **kw):
-        calls.append(kw)
+    def spy(model, images_, **kw):
+        record(model, kw)
         return real(model, images_, **kw)
 
-    monkeypatch.setattr(hooks, "capture", counting)
+    monkeypatch.setattr(hooks, "capture", spy)
+
+
+@pytest.fixture
+def at(monkeypatch) -> AppTest:
+    return fresh_app(monkeypatch)
+
+
+@pytest.fixture
+def forward_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every network run of one image."""
+    calls: list[dict] = []
+    spy_captures(monkeypatch, lambda model, kw: calls.append(kw))
     return calls
 
 

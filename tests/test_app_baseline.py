@@ -16,11 +16,23 @@ import pytest
 from PIL import Image
 
 from se_viz import hooks, images, labels, report
+from se_viz.api import build_model
 from se_viz.dataset import RunOptions, Settings, analyze
 
-from .test_app import CAT, WIDTH, _no_exception, _texts, _upload, _view, at, narrow_model  # noqa: F401
+from .test_app import CAT, WIDTH, _no_exception, _texts, _upload, _view, fresh_app
 
 APP_NET = Settings(weights=None, width=WIDTH, num_classes=1000, batch_size=4)
+
+
+@pytest.fixture
+def at(monkeypatch):
+    return fresh_app(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def narrow_model():
+    """The app's untrained narrow model, built independently (same arch, width and seed)."""
+    return build_model("se_resnet50_vd", None, width=WIDTH)
 
 
 def _gates(model, data: bytes) -> tuple[dict[str, np.ndarray], int]:
@@ -80,7 +92,7 @@ def test_baseline_defaults_to_the_predicted_class_and_matches_typicality(at, nar
     assert list(box.options) == ["(all images of the dataset)", *stats.classes]
     assert f"Predicted: **{labels.label_for(top)}**" in _texts(at.caption)
     shown = _texts(at.markdown)
-    assert f"Baseline: **3 classes, 9 images**" in shown
+    assert "Baseline: **3 classes, 9 images**" in shown
     assert _summary(report.typicality(stats, gates, matched)) in shown
 
     box.set_value("(all images of the dataset)").run()

@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 import se_viz
-from se_viz.hooks import GateRecorder, Intervention, capture_hooks
+from se_viz.hooks import GateRecorder, Intervention
 from se_viz.model import se_blocks
 
 from .conftest import batch, make_tiny

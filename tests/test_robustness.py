@@ -16,16 +16,16 @@ import tomllib
 import numpy as np
 import psutil
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import se_viz.cache
-from se_viz import hooks, images
+from se_viz import images
 from se_viz.api import build_model
 from se_viz.weights import export_state, save_safetensors
 
-from .test_app import APP, CAT, ROOT, WIDTH, _no_exception, _texts, _top5
+from .test_app import (APP, CAT, ROOT, WIDTH, _no_exception, _texts, _top5, fresh_app,
+                       spy_captures)
 
 CACHE_MB = 16  # result budget for the RSS test: ~11 narrow results (1.4 MB each)
 RSS_GROWTH_MB = 60  # allowed growth over 180 uploads after a 20-upload warm-up
@@ -47,30 +47,15 @@ def caches(monkeypatch) -> list:
 
 @pytest.fixture
 def models(monkeypatch) -> list:
-    """The model object of every network run (hooks.capture wrapped)."""
+    """The model object of every network run."""
     seen: list = []
-    real = hooks.capture
-
-    def spy(model, images_, **kw):
-        seen.append(model)
-        return real(model, images_, **kw)
-
-    monkeypatch.setattr(hooks, "capture", spy)
+    spy_captures(monkeypatch, lambda model, kw: seen.append(model))
     return seen
 
 
 @pytest.fixture
 def at(monkeypatch, caches) -> AppTest:
-    monkeypatch.setenv("SE_VIZ_WIDTH", str(WIDTH))
-    monkeypatch.setenv("SE_VIZ_ENGINE", "eager")
-    monkeypatch.setenv("SE_VIZ_MIRROR", "http://127.0.0.1:9")
-    monkeypatch.setenv("SE_VIZ_CACHE_MB", str(CACHE_MB))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    app = AppTest.from_file(str(APP), default_timeout=90)
-    app.run()
-    _no_exception(app)
-    return app
+    return fresh_app(monkeypatch, SE_VIZ_CACHE_MB=str(CACHE_MB))
 
 
 def _png(seed: int, size: int = 40) -> bytes:
