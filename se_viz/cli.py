@@ -143,6 +143,11 @@ def cmd_weights_info(args: argparse.Namespace) -> int:
         state = f"present, {row['size']:,} bytes" if row["present"] else "missing"
         print(f"{row['arch']:<15s} {state}\n  file: {row['path']}\n  from: {row['url']}\n"
               f"  {row['description']}")
+    graphs = sorted(download.graph_cache_dir().glob("*.onnx"))
+    size = sum(g.stat().st_size for g in graphs) / 2**20
+    print(f"fast graphs: {len(graphs)} file(s), {size:.0f} MiB in {download.graph_cache_dir()} "
+          f"(built from the weights on first use, at most {download.GRAPHS_KEPT} kept; "
+          "safe to delete)")
     return EXIT_OK
 
 

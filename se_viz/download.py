@@ -86,6 +86,15 @@ def cache_dir() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".cache" / "se_viz"
 
 
+GRAPHS_KEPT = 4  # fast graphs kept in graph_cache_dir(), most recently used first
+
+
+def graph_cache_dir() -> Path:
+    """Where `se_viz.fast` keeps its ONNX graphs: ``cache_dir()/graphs`` (safe to delete:
+    a missing graph is rebuilt from the weights)."""
+    return cache_dir() / "graphs"
+
+
 def _spec(arch: str) -> PretrainedFile:
     try:
         return PRETRAINED[arch]

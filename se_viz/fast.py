@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .download import cache_dir
+from .download import GRAPHS_KEPT, graph_cache_dir
 from .hooks import Capture, FeatureMaps
 from .model import BN_EPS, SEResNet, cpu_threads, se_blocks
 from .weights import export_state
 
 GRAPH_FORMAT = 2   # bump whenever build_onnx changes what it writes: old cache files are ignored
-KEEP_GRAPHS = 4    # graph files kept on disk (about 110 MB each at full size), most recent first
+KEEP_GRAPHS = GRAPHS_KEPT  # graph files kept on disk (~110 MB each at full size), newest first
 OPSET = 17
 SQUEEZE_PREFIX = "squeeze/"
 MAPS_PREFIX = "maps/"
@@ -316,8 +316,8 @@ _BUILD_LOCK = threading.Lock()
 
 
 def graph_dir() -> Path:
-    """Where graphs are cached on disk: ``download.cache_dir()/graphs``."""
-    return cache_dir() / "graphs"
+    """Where graphs are cached on disk: ``download.graph_cache_dir()``."""
+    return graph_cache_dir()
 
 
 def graph_for(model: SEResNet, maps: bool = False) -> tuple[FastGraph, GraphInfo]:

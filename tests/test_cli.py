@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import se_viz
-from se_viz import download, export
+from se_viz import download, export, fast
 from se_viz.cli import main
 from se_viz.images import load_image
 from se_viz.weights import export_state, read_file, save_safetensors, to_timm
 
-from .conftest import make_tiny
+from .conftest import batch, make_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "assets" / "cat_chelsea.jpg"
@@ -154,6 +154,13 @@ def test_weights_info_and_bad_arguments(capsys):
     assert main(["weights", "info"]) == 0
     out = capsys.readouterr().out
     assert "cache folder" in out and "se_resnet50_vd" in out and "missing" in out
+    assert "fast graphs: 0 file(s)" in out
+    model = make_tiny(seed=41)
+    se_viz.capture(model, batch(1), engine="fast")
+    assert main(["weights", "info"]) == 0
+    path = fast.graph_for(model)[1].path
+    assert f"fast graphs: 1 file(s), {path.stat().st_size / 2**20:.0f} MiB in {path.parent}" \
+        in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main(["capture", str(CAT), "--reduction", "0.5"])
     assert exc.value.code == 2
