@@ -14,7 +14,7 @@ import pytest
 import se_viz
 from se_viz import fast
 from se_viz.hooks import Intervention
-from se_viz.model import cpu_threads, set_cpu_threads
+from se_viz.model import cpu_threads, se_blocks, set_cpu_threads
 
 from .conftest import batch, make_tiny
 
@@ -258,13 +258,19 @@ def test_graph_outputs_and_validity():
     onnx.checker.check_model(proto)
     names = [o.name for o in proto.graph.output]
     blocks = list(se_viz.BLOCK_NAMES)
-    assert names == ["logits"] + [n for b in blocks for n in (b, fast.SQUEEZE_PREFIX + b)]
+    assert names == ["logits", fast.GATES, fast.SQUEEZE]
+    widths = [se.channels for _, _, se in se_blocks(model)]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta[fast.BLOCKS_KEY]) == [[b, c] for b, c in zip(blocks, widths)]
+    dims = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+            for o in proto.graph.output[1:]]
+    assert dims == [["N", sum(widths)]] * 2
     ops = {node.op_type for node in proto.graph.node}
     assert "BatchNormalization" not in ops  # folded into the convolutions
     with_maps = fast.build_onnx(model, maps=True)
     onnx.checker.check_model(with_maps)
-    assert [o.name for o in with_maps.graph.output] == ["logits"] + [
-        n for b in blocks for n in (b, fast.SQUEEZE_PREFIX + b, fast.MAPS_PREFIX + b)]
+    assert [o.name for o in with_maps.graph.output] == names + [
+        fast.MAPS_PREFIX + b for b in blocks]
 
 
 def test_cpu_threads_default_to_every_core_and_honour_the_override(monkeypatch):
