@@ -32,7 +32,7 @@ from se_viz.api import build_model, file_fingerprint, verify_weights
 from se_viz.cache import BoundedCache
 from se_viz.costs import NetworkCosts, reduction_table
 from se_viz.errors import SEVizError, WeightsError
-from se_viz.model import ARCHS, se_parameters
+from se_viz.model import ARCHS, keep_eager_mode, se_parameters
 from se_viz.mosaic import maps_mosaic
 from se_viz.weights import load_arrays, read_bytes
 
@@ -270,29 +270,15 @@ def warm_imports() -> bool:
 
 @st.cache_resource
 def _paddle_guards() -> list:
-    """Process-wide list that keeps Paddle's eager-mode guards alive (see keep_paddle_eager)."""
+    """Process-wide list that keeps Paddle's eager-mode guards alive (model.keep_eager_mode)."""
     return []
 
 
 def keep_paddle_eager() -> None:
-    """Keep Paddle in eager (dygraph) mode for every Streamlit script thread.
-
-    Paddle 3.x enables eager mode at import with a context manager stored in a thread-local.
-    Streamlit imports the app (and Paddle) in a short-lived script thread; when that thread
-    ends, the guard is garbage-collected, its exit resets the process-wide tracer to None, and
-    every later script thread runs in static-graph mode ("conv2d(): argument must be Value,
-    but got EagerParamBase"). Holding a reference to the guard for the life of the process
-    prevents the reset; a thread that still finds eager mode off switches it back on.
-    """
-    import paddle
-    from paddle.base import framework
-
-    if not paddle.in_dynamic_mode():
-        paddle.disable_static()
-    guards = _paddle_guards()
-    guard_cm = framework.global_var._functional_dygraph_context_manager
-    if guard_cm is not None and all(g is not guard_cm for g in guards):
-        guards.append(guard_cm)
+    """Keep Paddle in eager mode for every Streamlit script thread (see
+    se_viz.model.keep_eager_mode: Streamlit's short-lived first script thread would
+    otherwise take Paddle's eager-mode guard with it)."""
+    keep_eager_mode(_paddle_guards())
 
 
 @contextmanager

@@ -284,6 +284,25 @@ def set_cpu_threads(n: int | None = None) -> int:
     return n
 
 
+def keep_eager_mode(keep: list) -> None:
+    """Keep Paddle in eager (dygraph) mode in this thread and in threads started later.
+
+    Paddle 3.x enables eager mode at import with a context manager stored in a thread-local.
+    When the thread that imported Paddle ends (Streamlit imports the app in a short-lived
+    script thread), the guard is garbage-collected, its exit resets the process-wide tracer
+    to None, and later threads run in static-graph mode ("conv2d(): argument must be Value,
+    but got EagerParamBase"). ``keep`` (a list that lives as long as the process) holds the
+    guard so that this never happens; a thread that still finds eager mode off turns it on.
+    """
+    from paddle.base import framework
+
+    if not paddle.in_dynamic_mode():
+        paddle.disable_static()
+    guard = framework.global_var._functional_dygraph_context_manager
+    if guard is not None and all(g is not guard for g in keep):
+        keep.append(guard)
+
+
 def cpu_threads() -> int:
     """Threads for CPU inference: ``$SE_VIZ_THREADS`` if set to a positive integer, else
     every core this process may run on (its CPU affinity)."""
