@@ -17,25 +17,21 @@ _LABELS_FILE = "imagenet_classes.txt"
 _WNIDS_FILE = "imagenet_wnids.txt"
 
 
-@functools.lru_cache(maxsize=1)
-def imagenet_labels() -> tuple[str, ...]:
-    """Return the 1000 ImageNet-1k class names, index *i* = class *i*.
-
-    Raises RuntimeError if the shipped file is missing or does not hold exactly
-    1000 non-empty lines (a broken install).
-    """
-    resource = resources.files("se_viz") / "data" / _LABELS_FILE
+def _shipped_lines(filename: str, what: str) -> tuple[str, ...]:
+    """The stripped lines of ``se_viz/data/<filename>``; RuntimeError (reinstall) when the
+    file cannot be read or does not hold exactly 1000 non-empty lines."""
+    resource = resources.files("se_viz") / "data" / filename
     try:
         text = resource.read_text(encoding="utf-8")
     except OSError as exc:  # pragma: no cover - broken install
         raise RuntimeError(
-            f"ImageNet class names file se_viz/data/{_LABELS_FILE} could not be read "
+            f"ImageNet {what} file se_viz/data/{filename} could not be read "
             f"({exc}); reinstall se_viz."
         ) from exc
     lines = tuple(line.strip() for line in text.splitlines())
     if len(lines) != NUM_IMAGENET_CLASSES or not all(lines):
         raise RuntimeError(
-            f"se_viz/data/{_LABELS_FILE} must have {NUM_IMAGENET_CLASSES} non-empty lines, "
+            f"se_viz/data/{filename} must have {NUM_IMAGENET_CLASSES} non-empty lines, "
             f"found {len(lines)} lines ({sum(1 for line in lines if not line)} empty); "
             "reinstall se_viz."
         )
@@ -43,18 +39,23 @@ def imagenet_labels() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """Return the 1000 ImageNet-1k class names, index *i* = class *i*.
+
+    Raises RuntimeError if the shipped file is missing or does not hold exactly
+    1000 non-empty lines (a broken install).
+    """
+    return _shipped_lines(_LABELS_FILE, "class names")
+
+
+@functools.lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """Return the 1000 WordNet ids (``n01440764`` ...), index *i* = class *i*, as ImageNet
     folders are named. Raises RuntimeError for a broken install."""
-    resource = resources.files("se_viz") / "data" / _WNIDS_FILE
-    try:
-        lines = tuple(line.strip() for line in resource.read_text(encoding="utf-8").splitlines())
-    except OSError as exc:  # pragma: no cover - broken install
-        raise RuntimeError(f"se_viz/data/{_WNIDS_FILE} could not be read ({exc}); "
-                           "reinstall se_viz.") from exc
-    if len(lines) != NUM_IMAGENET_CLASSES or not all(w.startswith("n") for w in lines):
-        raise RuntimeError(f"se_viz/data/{_WNIDS_FILE} must have {NUM_IMAGENET_CLASSES} "
-                           f"WordNet ids, found {len(lines)} lines; reinstall se_viz.")
+    lines = _shipped_lines(_WNIDS_FILE, "WordNet ids")
+    if not all(w.startswith("n") for w in lines):
+        raise RuntimeError(f"se_viz/data/{_WNIDS_FILE} must hold WordNet ids (n01440764 ...); "
+                           "reinstall se_viz.")
     return lines
 
 
