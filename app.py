@@ -224,12 +224,14 @@ def shared_figure(kind: str, key: tuple, _build: Callable[[], Any]) -> Any:
     return _build()
 
 
-def modified_run(photo: Photo, model, spec: str, intervention: hooks.Intervention) -> Modified:
-    """One image under an intervention (``spec`` names it fully), in the same bounded cache."""
+def modified_run(photo: Photo, res: ImageResult, model, spec: str,
+                 intervention: hooks.Intervention) -> Modified:
+    """One image under an intervention (``spec`` names it fully), in the same bounded cache.
+    Runs from the crop kept in ``res`` (the same numbers as decoding the upload again)."""
     def run() -> Modified:
+        batch = images.normalize(res.crop, model.preprocessing)[None]
         with decode_slots():
-            img = images.decode_image(photo.data, photo.name)
-            cap = hooks.capture(model, [img], intervention=intervention)
+            cap = hooks.capture(model, batch, intervention=intervention)
         return Modified(cap.probabilities[0], {b: g[0] for b, g in cap.gates.items()})
 
     return results().get_or_compute(("modified", photo.digest, net_key(model), spec), run)
@@ -740,7 +742,7 @@ def render_emulation(loaded: Loaded, model) -> None:
     intervention = hooks.Intervention(hidden_masks=masks)
     st.markdown(f"**Emulated r = {target}** (model r = {own:g})")
     for i, (photo, res) in enumerate(zip(loaded.photos, loaded.results)):
-        out = modified_run(photo, model, spec, intervention)
+        out = modified_run(photo, res, model, spec, intervention)
         with st.expander(photo.name, expanded=i == 0):
             fig = shared_figure("emulation", (photo.digest, net_key(model), spec),
                                 lambda: figures.emulation_figure(res.gates, out.gates))
@@ -797,7 +799,7 @@ def render_interventions(loaded: Loaded, model) -> None:
         gates = {b: float(res.gates[b].mean()) if value == "mean" else float(value)
                  for b in blocks}
         spec = repr((blocks, value))
-        out = modified_run(photo, model, spec, hooks.Intervention(gates=gates))
+        out = modified_run(photo, res, model, spec, hooks.Intervention(gates=gates))
         with st.expander(photo.name, expanded=True):
             render_topk_change(res.probs, out.probs, model, f"iv_top_{i}",
                                (photo.digest, net_key(model), spec))

@@ -6,12 +6,13 @@ after SE are those times the gates), for captures that ask for feature maps.
 
 The graph is written directly from the model's weights (BatchNorm folded into the
 convolutions), once per weights: it is kept in memory per model object and on disk under
-``download.cache_dir()/graphs/``. The forward-hook capture in `se_viz.hooks` stays the
+``download.graph_cache_dir()``. The forward-hook capture in `se_viz.hooks` stays the
 reference; ``tests/test_fast.py`` holds the two to <= 1e-4 on the gates and the same top-5.
 
-The cache key is the sha256 of the weights (plus the graph format and the layout), computed
-once per model object. Before every run a cheap sample of the weights (4 values per tensor,
-about 0.1 ms) is compared with the one taken when the graph was built, so a model whose
+The cache key is the sha256 of the weights (plus the graph format, variant and layout),
+computed once per model object and variant. Before every run a cheap sample of the weights
+(4 values per tensor, about 0.3 ms at full size) is compared with the one taken when the
+graph was built, so a model whose
 weights were changed in place gets a new graph instead of stale numbers.
 """
 
@@ -73,9 +74,9 @@ def use_fast(model: object, engine: str = "auto", needs_hooks: bool = False) -> 
     """Whether `se_viz.capture` should take the fast graph.
 
     engine "auto" (``$SE_VIZ_ENGINE`` may override it with "eager" or "fast"): yes when
-    nothing needs hooks (``needs_hooks``: feature maps or an intervention), the model is
-    supported and onnxruntime is installed. "eager": never. "fast": yes, or ValueError.
-    Feature maps do not need hooks: the graph's maps variant outputs them.
+    nothing needs hooks (``needs_hooks``: an intervention; feature maps come from the
+    graph's maps variant), the model is supported and onnxruntime is installed. "eager":
+    never. "fast": yes, or ValueError.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -233,7 +234,7 @@ def weights_digest(model: SEResNet, state: dict[str, np.ndarray] | None = None,
 
 
 class _Sample:
-    """A few values of every weight tensor, read in place; `changed()` costs about 0.1 ms.
+    """A few values of every weight tensor, read in place; `changed()` costs about 0.3 ms.
 
     Holds the tensors (not the model), and reads memory only while each tensor's data
     pointer is the one the view was made for.

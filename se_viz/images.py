@@ -325,7 +325,14 @@ def center_crop(img: Image.Image, pre: Preprocessing = PADDLECLAS_EVAL) -> Image
 
 def preprocess(img: Image.Image, pre: Preprocessing = PADDLECLAS_EVAL) -> np.ndarray:
     """PIL image (any mode) -> (3, crop, crop) float32: RGB, /255, minus mean, over std, CHW."""
-    pixels = np.asarray(center_crop(img, pre), dtype=np.float32) / 255.0
+    return normalize(center_crop(img, pre), pre)
+
+
+def normalize(crop: Image.Image | np.ndarray, pre: Preprocessing = PADDLECLAS_EVAL
+              ) -> np.ndarray:
+    """An RGB crop ((H, W, 3) uint8 or PIL) -> (3, H, W) float32: /255, minus mean, over std,
+    CHW. `preprocess` is `center_crop` then this, so a kept crop needs no second decode."""
+    pixels = np.asarray(crop, dtype=np.float32) / 255.0
     mean = np.asarray(pre.mean, dtype=np.float32)
     std = np.asarray(pre.std, dtype=np.float32)
     normalised = (pixels - mean) / std

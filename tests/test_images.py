@@ -277,3 +277,13 @@ def test_name_does_not_choose_the_decoder() -> None:
 def test_decode_accepts_bytearray_and_memoryview() -> None:
     data = encode(noise(5, 5), "PNG")
     assert decode_image(bytearray(data)).size == decode_image(memoryview(data)).size == (5, 5)
+
+
+def test_normalize_of_the_kept_crop_is_exactly_preprocess():
+    from se_viz.images import TIMM_EVAL, center_crop, normalize, preprocess
+
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (300, 410, 3), dtype=np.uint8))
+    for pre in (PADDLECLAS_EVAL, TIMM_EVAL):
+        crop = np.asarray(center_crop(img, pre), dtype=np.uint8)  # what the app keeps
+        np.testing.assert_array_equal(normalize(crop, pre), preprocess(img, pre))
