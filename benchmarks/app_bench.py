@@ -1,6 +1,6 @@
 """The app's server-side work without Streamlit: upload bytes -> figures, and view changes.
 
-Mirrors what ``app.py`` does per request: decode the upload, capture every gate and every
+Mirrors what the app (``se_viz.app``, through ``se_viz.runs``) does per request: decode the upload, capture every gate and every
 block's feature maps in one pass (kept as float16, as the app keeps them), build the Plotly
 figures of the Overview and the Block explorer, and serialise them to JSON the way
 ``st.plotly_chart`` does. A view change starts from the cached result.
@@ -16,9 +16,10 @@ import numpy as np
 import plotly.io as pio
 
 import se_viz
-from se_viz import analysis, figures
+from se_viz import analysis
+from se_viz import plots as figures
 from se_viz.images import decode_image
-from se_viz.mosaic import maps_mosaic
+from se_viz.plots import maps_mosaic
 
 from common import Plan, Row, interleaved, median_ms, spread
 
@@ -31,7 +32,7 @@ def _json(figs: list) -> int:
 
 
 def _result(model, data: bytes, name: str, engine: str = "auto") -> dict:
-    """What app.run_image keeps: gates, squeeze, probabilities and float16 maps."""
+    """What se_viz.runs.run_image keeps: gates, squeeze, probabilities and float16 maps."""
     cap = se_viz.capture(model, [decode_image(data, name)], features=se_viz.BLOCK_NAMES,
                          engine=engine)
     return {"gates": {b: g[0] for b, g in cap.gates.items()},

@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import se_viz
-    from se_viz import fast
+    from se_viz.engine import traced as fast
 
     model = se_viz.build_model(args.arch)
     if args.engine == "fast":

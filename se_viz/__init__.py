@@ -5,34 +5,40 @@ Public API::
     model = se_viz.build_model("se_resnet50_vd", weights="pretrained")
     cap = se_viz.capture(model, [PIL images] or (N, 3, H, W) float32)
     cap.logits  # (N, 1000);  cap.gates["SE_2_1"]  # (N, 256) in [0, 1]
+    se_viz.plots.heatmap(cap, 0)  # a plotly Figure (notebooks)
+
+Importing se_viz is cheap: paddle is imported when a model is built or a capture runs.
 """
 
 from __future__ import annotations
 
 import warnings as _warnings
 
+from .arch import BLOCK_NAMES
 from .errors import InvalidImageError, SEVizError, WeightsError
+from .results import Capture, FeatureMaps, Intervention
+from .version import __version__
 
 # Paddle warns at import time that ccache (a C++ build cache) is missing; irrelevant here.
 _warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
-__version__ = "0.1.0"
 
 __all__ = ["build_model", "capture", "Capture", "FeatureMaps", "Intervention",
            "InvalidImageError", "WeightsError", "SEVizError", "load_image", "decode_image",
-           "BLOCK_NAMES", "__version__"]
+           "BLOCK_NAMES", "plots", "__version__"]
 
-BLOCK_NAMES = tuple(f"SE_{s + 2}_{i + 1}" for s, d in enumerate((3, 4, 6, 3)) for i in range(d))
+_LAZY = {"build_model": ("engine.build", "build_model"),
+         "capture": ("engine.capture", "capture"),
+         "load_image": ("images", "load_image"),
+         "decode_image": ("images", "decode_image")}
 
 
 def __getattr__(name: str):  # lazy: `import se_viz` stays cheap until paddle is needed
-    if name == "build_model":
-        from .api import build_model
-        return build_model
-    if name in ("capture", "Capture", "FeatureMaps", "Intervention"):
-        from . import hooks
-        return getattr(hooks, name)
-    if name in ("load_image", "decode_image"):
-        from . import images
-        return getattr(images, name)
+    import importlib
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    if name == "plots":
+        return importlib.import_module(".plots", __name__)
     raise AttributeError(f"module 'se_viz' has no attribute {name!r}")

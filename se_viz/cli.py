@@ -1,6 +1,7 @@
-"""Command line: ``python -m se_viz`` (also installed as ``se-viz``).
+"""Command line: ``python -m se_viz`` (also installed as ``se-viz``). All argparse lives here.
 
-    se-viz capture IMAGE... [--arch A] [--weights PATH|pretrained] [--reduction R] [--out FILE]
+    se-viz capture IMAGE... [--arch A] [--weights PATH|pretrained] [--reduction R]
+                            [--se-impl linear|conv] [--out FILE]
     se-viz weights info|fetch|install|convert
     se-viz analyze DIR --out OUT
 
@@ -11,15 +12,18 @@ non-zero exit status; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, download
-from .errors import SEVizError
+from .version import __version__
+from .arch import ARCHS, PRETRAINED, SE_IMPLS
+from .errors import DatasetError, SEVizError
+from .paths import cache_dir, graph_cache_dir
 
-ARCHS = ("se_resnet50_vd", "se_resnet50")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INCOMPLETE = 3
 
 
 def _err(message: str) -> None:
@@ -46,6 +50,8 @@ def _progress_bar(desc: str):
 
 def resolve_weights(arch: str, weights: str | None) -> str | None:
     """--weights default: the cached pretrained file if present, else None (untrained)."""
+    from .engine import download
+
     if weights is not None:
         return weights
     cached = download.cached_path(arch)
@@ -59,27 +65,21 @@ def resolve_weights(arch: str, weights: str | None) -> str | None:
 
 
 def _load_model(args: argparse.Namespace):
-    from .api import build_model
+    from .engine import download
+    from .engine.build import build_model
 
     weights = resolve_weights(args.arch, args.weights)
     progress = None
     bar = None
     if weights == "pretrained" and download.cached_path(args.arch) is None:
-        bar, progress = _progress_bar(download.PRETRAINED[args.arch].filename)
+        bar, progress = _progress_bar(PRETRAINED[args.arch].filename)
     try:
         return build_model(args.arch, weights, reduction=args.reduction,
-                           num_classes=args.num_classes, width=args.width, progress=progress)
+                           num_classes=args.num_classes, width=args.width,
+                           se_impl=args.se_impl, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-
-
-def _metadata(model) -> dict:
-    info = model.info
-    return {"se_viz_version": __version__, "arch": info.arch, "reduction": info.reduction,
-            "num_classes": info.num_classes, "weights": info.weights, "layout": info.layout,
-            "weights_sha256": info.sha256 or "", "untrained": info.untrained,
-            "preprocessing": model.preprocessing.describe()}
 
 
 def _capture_stream(model, paths: Sequence[str], batch_size: int):
@@ -88,8 +88,11 @@ def _capture_stream(model, paths: Sequence[str], batch_size: int):
     Returns (usable paths, Capture or None, unusable paths); each unusable file gets one
     line on stderr naming it and the reason.
     """
-    from .hooks import Capture, capture
+    import numpy as np
+
+    from .engine.capture import capture
     from .images import load_image, preprocess
+    from .results import Capture
 
     good, bad, parts, pending, names = [], [], [], [], []
     for k, path in enumerate(paths):
@@ -100,7 +103,6 @@ def _capture_stream(model, paths: Sequence[str], batch_size: int):
             _err(str(exc))
             bad.append(path)
         if pending and (len(pending) == batch_size or k == len(paths) - 1):
-            import numpy as np
             parts.append(capture(model, np.stack(pending), batch_size=batch_size))
             good.extend(names)
             pending, names = [], []
@@ -121,7 +123,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.out:
         labels = imagenet_labels() if model.info.num_classes == 1000 else None
-        export.write(args.out, good, cap.logits, cap.gates, _metadata(model), labels)
+        export.write(args.out, good, cap.logits, cap.gates, export.metadata(model), labels)
         print(f"wrote {len(good)} image(s), {len(cap.gates)} blocks -> {args.out}")
     else:
         idx, prob = cap.top_k(args.top)
@@ -138,27 +140,31 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_info(args: argparse.Namespace) -> int:
-    print(f"cache folder: {download.cache_dir()}  (set SE_VIZ_HOME to move it)")
+    from .engine import download, traced
+
+    print(f"cache folder: {cache_dir()}  (set SE_VIZ_HOME to move it)")
     for row in download.describe_cache():
         state = f"present, {row['size']:,} bytes" if row["present"] else "missing"
         print(f"{row['arch']:<15s} {state}\n  file: {row['path']}\n  from: {row['url']}\n"
               f"  {row['description']}")
-    graphs = sorted(download.graph_cache_dir().glob("*.onnx"))
+    graphs = sorted(graph_cache_dir().glob("*.onnx"))
     size = sum(g.stat().st_size for g in graphs) / 2**20
-    print(f"fast graphs: {len(graphs)} file(s), {size:.0f} MiB in {download.graph_cache_dir()} "
-          f"(built from the weights on first use, at most {download.GRAPHS_KEPT} kept; "
+    print(f"fast graphs: {len(graphs)} file(s), {size:.0f} MiB in {graph_cache_dir()} "
+          f"(traced from the model on first use, at most {traced.KEEP_GRAPHS} kept; "
           "safe to delete)")
     return EXIT_OK
 
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from .engine import download
+
     archs = ARCHS if args.arch == "all" else (args.arch,)
     for arch in archs:
         cached = download.cached_path(arch)
         if cached is not None:
             print(f"{arch}: already cached at {cached}")
             continue
-        bar, progress = _progress_bar(download.PRETRAINED[arch].filename)
+        bar, progress = _progress_bar(PRETRAINED[arch].filename)
         try:
             path = download.fetch(arch, progress=progress, timeout=args.timeout, url=args.url)
         finally:
@@ -168,7 +174,8 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_install(args: argparse.Namespace) -> int:
-    from .api import build_model
+    from .engine import download
+    from .engine.build import build_model
 
     expected = download.expected_path(args.arch)
     if Path(args.file).suffix.lower() != expected.suffix:
@@ -182,8 +189,8 @@ def cmd_weights_install(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_convert(args: argparse.Namespace) -> int:
-    from .api import build_model
-    from .weights import export_state, read_file, save_safetensors
+    from .engine.build import build_model
+    from .engine.weights import export_state, save_safetensors
 
     out = Path(args.output)
     if out.suffix.lower() != ".safetensors":
@@ -191,7 +198,7 @@ def cmd_weights_convert(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     arch = args.arch or _guess_arch(args.input)
     model = build_model(arch, args.input, reduction=args.reduction,
-                        num_classes=args.num_classes, width=args.width)
+                        num_classes=args.num_classes, width=args.width, se_impl=args.se_impl)
     meta = {"format": "se_viz", "arch": arch, "reduction": model.info.reduction,
             "num_classes": model.info.num_classes, "source": Path(args.input).name,
             "source_layout": model.info.layout, "source_sha256": model.info.sha256,
@@ -202,7 +209,8 @@ def cmd_weights_convert(args: argparse.Namespace) -> int:
 
 
 def _guess_arch(path: str) -> str:
-    from .weights import LAYOUT_ARCH, detect_layout, read_file
+    from .arch import LAYOUT_ARCH
+    from .engine.weights import detect_layout, read_file
 
     arrays, _, _ = read_file(path)
     return LAYOUT_ARCH.get(detect_layout(arrays), "se_resnet50_vd")
@@ -233,6 +241,9 @@ def _model_options(p: argparse.ArgumentParser, arch_default: str | None = "se_re
     p.add_argument("--arch", choices=ARCHS, default=arch_default,
                    help="network layout (default: %(default)s)")
     p.add_argument("--reduction", type=_ratio, default=16, help="SE reduction ratio r (16)")
+    p.add_argument("--se-impl", choices=SE_IMPLS, default="linear",
+                   help="SE block's fully connected layers: nn.Linear (PaddleClas) or 1x1 "
+                        "conv (timm); the same numbers (default: %(default)s)")
     p.add_argument("--num-classes", type=_positive, default=1000, help="classifier size (1000)")
     p.add_argument("--width", type=_positive, default=64, help=argparse.SUPPRESS)  # tests/demos
 
@@ -279,14 +290,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
-    from importlib.util import find_spec
+    p = sub.add_parser("analyze", help="gate statistics over an image folder",
+                       description="SE gate statistics over an image folder: the paper's "
+                                   "Fig. 6/7 at any scale, resumable, several processes.")
+    p.add_argument("folder", metavar="DIR", help="one sub-folder of images per class")
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder (resumable)")
+    _model_options(p)
+    p.add_argument("--weights", metavar="PATH|pretrained",
+                   help="weights file, or 'pretrained' (default: the cached pretrained file, "
+                        "else untrained)")
+    p.add_argument("--batch-size", type=_positive, default=16)
+    _workers_option(p)
+    p.add_argument("--limit-per-class", type=_positive, metavar="N",
+                   help="use the first N images (sorted) of each class")
+    p.add_argument("--shard-size", type=_positive, default=256,
+                   help="images per shard, the unit of resuming (default: %(default)s)")
+    p.add_argument("--merge-only", action="store_true",
+                   help="only merge the finished shards in OUT into stats and report")
+    p.add_argument("--merge-timeout", type=float, metavar="SECONDS",
+                   help="how long rank 0 waits for other ranks' shards (default: forever)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--image-size", type=_positive, help=argparse.SUPPRESS)  # tests
+    p.add_argument("--max-shards", type=_positive, help=argparse.SUPPRESS)  # tests
+    p.set_defaults(func=cmd_analyze)
 
-    if find_spec("se_viz.dataset") is None:  # pragma: no cover - not installed
-        return
-    from . import dataset
-    add = getattr(dataset, "add_parser", None)
-    if add is not None:
-        add(sub)
+
+def _workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
+                   help="decoding processes, 0 = decode here (default: %(default)s)")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: 0 ok, 1 some files skipped (outputs written), 3 stopped early."""
+    from .dataset import RunOptions, Settings, analyze, distributed_rank
+
+    if args.workers < 0:
+        raise DatasetError(f"--workers must be >= 0, got {args.workers}")
+    weights = None if args.merge_only else resolve_weights(args.arch, args.weights)
+    settings = Settings(args.arch, weights, args.reduction, args.num_classes, args.width,
+                        args.seed, args.image_size, args.batch_size, args.shard_size,
+                        args.limit_per_class)
+    rank, world = distributed_rank()
+    options = RunOptions(args.workers, rank, world, not args.no_progress, args.merge_only,
+                         args.merge_timeout, args.max_shards)
+    result = analyze(args.folder, args.out, settings, options)
+    who = f"rank {rank}/{world}: " if world > 1 else ""
+    print(f"{who}computed {result.computed_shards} shard(s), reused {result.reused_shards} "
+          f"({result.seconds:.1f} s)")
+    if not result.complete:
+        print(f"{who}stopped early; run the same command again to continue")
+        return EXIT_INCOMPLETE
+    if not result.merged:
+        return EXIT_OK
+    out = result.out
+    print(f"{result.n_files - len(result.skipped)} of {result.n_files} images -> "
+          f"{out / 'stats.npz'}, {out / 'per_image.csv'}, {out / 'report.html'}")
+    if result.skipped:
+        _err_skipped(result.skipped, out / "skipped.txt")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _err_skipped(skipped: Sequence[tuple[str, str]], listing: Path) -> None:
+    lines = "".join(f"\n  {name}: {why}" for name, why in skipped[:20])
+    more = f"\n  ... ({len(skipped) - 20} more)" if len(skipped) > 20 else ""
+    _err(f"{len(skipped)} file(s) could not be used and were skipped "
+         f"(all listed in {listing}):{lines}{more}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _err("interrupted")
+        _err("interrupted; run the same command again to resume" if args.command == "analyze"
+             else "interrupted")
         return 130
 
 

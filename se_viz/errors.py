@@ -13,3 +13,11 @@ class InvalidImageError(SEVizError, ValueError):
 
 class WeightsError(SEVizError, ValueError):
     """A weights file is missing, unreadable, unsafe, or does not fit the model."""
+
+
+class DatasetError(SEVizError, ValueError):
+    """The folder, the output folder or the settings of a dataset run cannot be used."""
+
+
+class StatsFileError(SEVizError, ValueError):
+    """A stats file is missing, unreadable, or not a se_viz dataset stats file."""

@@ -21,7 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
+from .maths import softmax, top_k
+from .paths import atomic_write
+from .version import __version__
+
 FORMATS = (".npz", ".json", ".csv")
+
+
+def metadata(model: object) -> dict[str, object]:
+    """What every export says about the network that made it (``model.info`` and its
+    preprocessing): version, arch, width, r, SE layout, weights file, layout and sha256."""
+    info = model.info
+    return {"se_viz_version": __version__, "arch": info.arch, "width": info.width,
+            "reduction": info.reduction, "num_classes": info.num_classes,
+            "se_impl": info.se_impl, "weights": info.weights, "layout": info.layout,
+            "weights_sha256": info.sha256 or "", "untrained": info.untrained,
+            "se_weights": info.se_weights or "",
+            "preprocessing": model.preprocessing.describe()}
 
 
 def _check(files: Sequence[str], logits: np.ndarray, gates: Mapping[str, np.ndarray]) -> None:
@@ -44,14 +60,10 @@ def to_npz(files: Sequence[str], logits: np.ndarray, gates: Mapping[str, np.ndar
 
 
 def _top5(logits: np.ndarray, labels: Sequence[str] | None) -> list[list[dict]]:
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    out = []
-    for row in p:
-        idx = np.argsort(-row, kind="stable")[:5]
-        out.append([{"index": int(i), "label": labels[i] if labels else f"class {i}",
-                     "probability": float(row[i])} for i in idx])
-    return out
+    idx, prob = top_k(softmax(logits, axis=1), 5)
+    return [[{"index": int(i), "label": labels[i] if labels else f"class {i}",
+              "probability": float(p)} for i, p in zip(row_i, row_p)]
+            for row_i, row_p in zip(idx, prob)]
 
 
 def to_json(files: Sequence[str], logits: np.ndarray, gates: Mapping[str, np.ndarray],
@@ -97,8 +109,7 @@ def write(path: str | Path, files: Sequence[str], logits: np.ndarray,
         data = to_csv(files, logits, gates, meta)
     else:
         raise ValueError(f"--out must end in {', '.join(FORMATS)}, got '{path.name}'")
-    path.write_bytes(data)
-    return path
+    return atomic_write(path, data)
 
 
 def read(path: str | Path) -> tuple[list[str], np.ndarray, dict[str, np.ndarray], dict]:

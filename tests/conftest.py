@@ -18,7 +18,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 def make_tiny(arch: str = "se_resnet50_vd", seed: int = 0, **kw):
-    from se_viz.api import build_model
+    from se_viz.engine.build import build_model
 
     opts = dict(TINY)
     opts.update(kw)

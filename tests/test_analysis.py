@@ -31,8 +31,8 @@ unit_vectors = arrays(np.float64, st.integers(2, 40), elements=st.floats(0, 1))
 
 
 def test_analysis_and_figures_do_not_import_paddle():
-    code = ("import sys, se_viz.analysis, se_viz.figures; "
-            "bad = [m for m in ('paddle', 'streamlit', 'se_viz.model', 'se_viz.costs') "
+    code = ("import sys, se_viz.analysis, se_viz.plots, se_viz.plots.dataset, se_viz.analysis.dataset_stats; "
+            "bad = [m for m in ('paddle', 'streamlit', 'se_viz.engine') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -284,8 +284,9 @@ def test_emulation_masks_keep_most_important_units():
 
 def test_emulation_on_tiny_model_end_to_end(tiny_vd):
     """Masks from real squeeze values plug into hooks.Intervention and change the gates."""
-    from se_viz.hooks import Intervention, capture
-    from se_viz.model import se_parameters
+    from se_viz.engine.capture import capture
+    from se_viz.results import Intervention
+    from se_viz.engine.weights import se_parameters
 
     x = batch(2)
     full = capture(tiny_vd, x)

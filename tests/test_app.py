@@ -3,7 +3,7 @@
 Every test runs the real ``app.py`` with a narrow demo model (SE_VIZ_WIDTH=8: width 8,
 1000 classes, 224 x 224 crops, seeded untrained weights) and checks what the page shows
 against se_viz computed directly, not just that something appears. Network runs are
-counted by wrapping ``se_viz.hooks.capture``.
+counted by wrapping ``se_viz.engine.capture.capture``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import se_viz
-from se_viz import analysis, costs, export, hooks, images, labels
-from se_viz.api import build_model
-from se_viz.weights import export_state, save_safetensors
+from se_viz import analysis, export, images, labels
+from se_viz.engine import capture as engine, costs
+from se_viz.results import Intervention
+from se_viz.engine.build import build_model
+from se_viz.engine.weights import export_state, save_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -53,14 +55,14 @@ def fresh_app(monkeypatch, **env: str) -> AppTest:
 
 
 def spy_captures(monkeypatch, record) -> None:
-    """Call ``record(model, kwargs)`` on every se_viz.hooks.capture (one per network run)."""
-    real = hooks.capture
+    """Call ``record(model, kwargs)`` on every se_viz.engine.capture.capture (one per network run)."""
+    real = engine.capture
 
     def spy(model, images_, **kw):
         record(model, kw)
         return real(model, images_, **kw)
 
-    monkeypatch.setattr(hooks, "capture", spy)
+    monkeypatch.setattr(engine, "capture", spy)
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def _texts(elements) -> str:
 
 def _top5(model, data: bytes, intervention=None) -> list[str]:
     """Top-5 as the app prints it: 'label' and 'p%' for a direct capture."""
-    cap = hooks.capture(model, [images.decode_image(data)], intervention=intervention)
+    cap = engine.capture(model, [images.decode_image(data)], intervention=intervention)
     idx, p = cap.top_k(5)
     return [f"{labels.label_for(i, 1000)} ({q:.1%})" for i, q in zip(idx[0], p[0])]
 
@@ -143,7 +145,7 @@ def test_download_success_saves_into_the_cache_with_progress(at, monkeypatch, tm
     import http.server
     import threading
 
-    from se_viz import download
+    from se_viz.engine import download
 
     payload = b"weights" * 300_000  # 2.1 MB: several 1 MiB progress steps
     (tmp_path / download.PRETRAINED["se_resnet50_vd"].filename).write_bytes(payload)
@@ -268,7 +270,7 @@ def test_block_explorer_shows_stats_of_the_chosen_block(at, narrow_model):
     _view(at, "Block explorer")
     at.selectbox(key="block").set_value("SE_3_2").run()
     _no_exception(at)
-    gates = hooks.capture(narrow_model, [images.decode_image(CAT)]).gates["SE_3_2"][0]
+    gates = engine.capture(narrow_model, [images.decode_image(CAT)]).gates["SE_3_2"][0]
     stats = analysis.gate_stats(gates)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["mean gate"] == f"{stats.mean:.3f}"
@@ -292,7 +294,7 @@ def test_compare_images_table_equals_analysis(at, narrow_model):
     _view(at, "Compare images")
     assert "two or more images" in _texts(at.info)
     _upload(at, ("cat.jpg", CAT), ("coffee.jpg", COFFEE))
-    cap = hooks.capture(narrow_model, [images.decode_image(CAT), images.decode_image(COFFEE)])
+    cap = engine.capture(narrow_model, [images.decode_image(CAT), images.decode_image(COFFEE)])
     want = analysis.compare_images({b: g[0] for b, g in cap.gates.items()},
                                    {b: g[1] for b, g in cap.gates.items()}, 10)
     table = at.dataframe[0].value
@@ -343,7 +345,7 @@ def test_intervention_changes_top5_as_a_direct_capture_does(at, narrow_model):
     _no_exception(at)
     table = at.table[-1].value
     before = _top5(narrow_model, CAT)
-    after = _top5(narrow_model, CAT, hooks.Intervention(gates={b: 1.0 for b in STAGE5}))
+    after = _top5(narrow_model, CAT, Intervention(gates={b: 1.0 for b in STAGE5}))
     assert list(table["before"]) == before
     assert list(table["after"]) == after
     assert before != after
@@ -363,7 +365,7 @@ def test_exports_carry_the_gates_of_a_direct_capture(at, narrow_model, monkeypat
     monkeypatch.setattr(st, "download_button", recording)
     _upload(at, ("cat.jpg", CAT), ("coffee.jpg", COFFEE))
     _view(at, "Export")
-    cap = hooks.capture(narrow_model, [images.decode_image(CAT), images.decode_image(COFFEE)])
+    cap = engine.capture(narrow_model, [images.decode_image(CAT), images.decode_image(COFFEE)])
     for name in ("se_gates.csv", "se_gates.npz", "se_gates.json"):
         path = tmp_path / name
         path.write_bytes(sent[name])
@@ -447,7 +449,7 @@ def test_max_pixels_refusal_is_shown(at):
 @pytest.mark.slow
 def test_cached_pretrained_file_is_used_automatically(monkeypatch):
     """Full size (SE_VIZ_WIDTH unset): a file at download.expected_path is picked up."""
-    from se_viz import download
+    from se_viz.engine import download
 
     monkeypatch.delenv("SE_VIZ_WIDTH", raising=False)
     st.cache_resource.clear()

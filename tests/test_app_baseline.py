@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from se_viz import hooks, images, labels, report
-from se_viz.api import build_model
+from se_viz import images, labels
+from se_viz.analysis import dataset_stats as report
+from se_viz.plots.dataset import typicality_figure
+from se_viz.engine import capture as engine
+from se_viz.engine.build import build_model
 from se_viz.dataset import RunOptions, Settings, analyze
 
 from .test_app import CAT, WIDTH, _no_exception, _texts, _upload, _view, fresh_app
@@ -36,7 +39,7 @@ def narrow_model():
 
 
 def _gates(model, data: bytes) -> tuple[dict[str, np.ndarray], int]:
-    cap = hooks.capture(model, [images.decode_image(data)])
+    cap = engine.capture(model, [images.decode_image(data)])
     return {b: g[0] for b, g in cap.gates.items()}, int(cap.top_k(1)[0][0, 0])
 
 
@@ -154,7 +157,7 @@ def test_typicality_figure_shows_both_measures_per_block(stats_file, narrow_mode
     stats = report.load_stats(path)
     gates, _ = _gates(narrow_model, CAT)
     t = report.typicality(stats, gates, matched)
-    fig = report.typicality_figure(t)
+    fig = typicality_figure(t)
     bars, line = fig.data
     assert list(bars.x) == list(line.x) == list(gates)
     np.testing.assert_allclose(bars.y, [t["mean_abs_z"][b] for b in gates])

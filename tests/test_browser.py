@@ -89,11 +89,12 @@ def _stop(proc: subprocess.Popen) -> None:
 def _expected_top5(photo: Path = PHOTO) -> list[tuple[str, str]]:
     """The narrow model's top-5 (label, probability as the app prints it) for ``photo``,
     computed here without the app."""
-    from se_viz import hooks, labels
-    from se_viz.api import build_model
+    from se_viz import labels
+    from se_viz.engine import capture as engine
+    from se_viz.engine.build import build_model
     from se_viz.images import load_image
 
-    cap = hooks.capture(build_model("se_resnet50_vd", None, width=WIDTH), [load_image(photo)])
+    cap = engine.capture(build_model("se_resnet50_vd", None, width=WIDTH), [load_image(photo)])
     idx, p = cap.top_k(5)
     return [(labels.label_for(i, 1000), f"{q:.1%}") for i, q in zip(idx[0], p[0])]
 

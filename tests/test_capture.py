@@ -13,8 +13,9 @@ import paddle
 import pytest
 
 import se_viz
-from se_viz.hooks import GateRecorder, Intervention
-from se_viz.model import se_blocks
+from se_viz.engine.hooks import GateRecorder
+from se_viz.results import Intervention
+from se_viz.engine.model import se_blocks
 
 from .conftest import batch, make_tiny
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 import se_viz
-from se_viz import download, export, fast
+from se_viz import export
+from se_viz.engine import download
+from se_viz.engine import traced as fast
 from se_viz.cli import main
 from se_viz.images import load_image
-from se_viz.weights import export_state, read_file, save_safetensors, to_timm
+from se_viz.engine.weights import export_state, read_file, save_safetensors, to_timm
 
 from .conftest import batch, make_tiny
 
@@ -123,7 +125,7 @@ def test_weights_convert_reproduces_the_source(tmp_path, capsys, arch):
     assert "converted" in capsys.readouterr().out
     arrays, meta, _ = read_file(out)
     assert meta["arch"] == arch and meta["format"] == "se_viz"
-    from se_viz.weights import detect_layout
+    from se_viz.engine.weights import detect_layout
     assert detect_layout(arrays) == ("se_viz" if arch == "se_resnet50" else "paddleclas")
     again = se_viz.build_model(arch, out, width=8)
     x = [load_image(CAT)]

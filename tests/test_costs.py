@@ -7,8 +7,9 @@ import paddle
 import pytest
 from paddle import nn
 
-from se_viz import costs
-from se_viz.model import SEResNet, count_parameters, hidden_width
+from se_viz.engine import costs
+from se_viz.arch import hidden_width
+from se_viz.engine.model import SEResNet, count_parameters
 
 STAGE_C = (256, 512, 1024, 2048)
 DEPTHS = (3, 4, 6, 3)

@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from se_viz.cli import main as cli_main
 from se_viz import dataset
-from se_viz.dataset import DatasetError, RunOptions, Settings, analyze, list_images
-from se_viz.report import (FIG6_TITLE, FIG7_TITLE, SAT_TITLE, SPEC_TITLE, StatsFileError,
-                           load_stats, typicality)
+from se_viz.dataset import decode, shards
+from se_viz.analysis.dataset_stats import load_stats, typicality
+from se_viz.dataset import RunOptions, Settings, analyze, list_images
+from se_viz.errors import DatasetError, StatsFileError
+from se_viz.plots.dataset import FIG6_TITLE, FIG7_TITLE, SAT_TITLE, SPEC_TITLE
 
 from .conftest import make_tiny
 
@@ -86,7 +89,7 @@ def single(folder, tmp_path_factory) -> Path:
 
 def test_class_means_and_stds_equal_hand_average_of_captures(folder, single):
     from se_viz import analysis
-    from se_viz.hooks import capture
+    from se_viz.engine.capture import capture
     from se_viz.images import load_image
 
     stats = load_stats(single / "stats.npz")
@@ -106,7 +109,7 @@ def test_class_means_and_stds_equal_hand_average_of_captures(folder, single):
             np.testing.assert_allclose(stats.stds[block][k], mine.std(axis=0, ddof=0), atol=2e-6)
         np.testing.assert_allclose(stats.all_mean[block], g.mean(axis=0), atol=2e-6)
         np.testing.assert_allclose(stats.all_std[block], g.std(axis=0), atol=2e-6)
-    from se_viz.report import class_specificity
+    from se_viz.analysis.dataset_stats import class_specificity
     np.testing.assert_allclose(class_specificity(stats),
                                analysis.class_specificity(cap.gates, files.labels), atol=1e-4)
 
@@ -140,7 +143,7 @@ def test_image_rows_match_the_analysis_definitions():
     gates = [rng.uniform(0, 1, (3, 40)), np.zeros((3, 3)), rng.uniform(0, 1, (3, 1))]
     gates[0][1, 5:9] = 0.999  # ties at the top: stable order
     probs = rng.dirichlet(np.ones(10), 3)
-    rows = dataset.image_rows(np.arange(3), gates, probs)
+    rows = shards.image_rows(np.arange(3), gates, probs)
     np.testing.assert_array_equal(rows["pred"], probs.argmax(axis=1))
     for j, g in enumerate(gates):
         for i in range(3):
@@ -301,10 +304,10 @@ def test_merge_only_rewrites_outputs_from_shards(single, tmp_path):
     shutil.copytree(single, out)
     for name in ("stats.npz", "per_image.csv", "report.html"):
         (out / name).unlink()
-    assert dataset.main([str(tmp_path), "--out", str(out), "--merge-only"]) == 0
+    assert cli_main(["analyze", str(tmp_path), "--out", str(out), "--merge-only"]) == 0
     assert_same_outputs(single, out)
     (out / "shards" / "shard_00002.npz").unlink()
-    assert dataset.main([str(tmp_path), "--out", str(out), "--merge-only"]) == 1
+    assert cli_main(["analyze", str(tmp_path), "--out", str(out), "--merge-only"]) == 1
 
 
 @pytest.mark.slow
@@ -341,7 +344,7 @@ def test_bad_files_are_skipped_listed_and_exit_non_zero(tmp_path, capsys):
     (data / "pug" / "0001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (data / "plane" / "fake.jpg").write_text("not a jpeg")
     (data / "plane" / "empty.png").write_bytes(b"")
-    code = dataset.main([str(data), "--out", str(tmp_path / "out"), "--workers", "1", *CLI_TINY,
+    code = cli_main(["analyze", str(data), "--out", str(tmp_path / "out"), "--workers", "1", *CLI_TINY,
                          "--shard-size", "2"])  # shard 3 = plane/empty.png, plane/fake.jpg
     all_bad = npz_arrays(tmp_path / "out" / "shards" / "shard_00003.npz")
     assert all_bad["class_ids"].size == 0 and all_bad["bad_index"].tolist() == [6, 7]
@@ -363,7 +366,7 @@ def test_bad_files_are_skipped_listed_and_exit_non_zero(tmp_path, capsys):
 def test_a_folder_without_any_usable_image_fails_clearly(tmp_path, capsys):
     (tmp_path / "data" / "a").mkdir(parents=True)
     (tmp_path / "data" / "a" / "x.png").write_bytes(b"junk")
-    code = dataset.main([str(tmp_path / "data"), "--out", str(tmp_path / "out"), *CLI_TINY])
+    code = cli_main(["analyze", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *CLI_TINY])
     assert code == 1 and "none of the 1 files could be used" in capsys.readouterr().err
     assert (tmp_path / "out" / "skipped.txt").read_text().startswith("a/x.png\t")
     assert not (tmp_path / "out" / "stats.npz").exists()
@@ -373,7 +376,7 @@ def crash_on_purpose(paths, pre):
     """Decoder task for the test below: a file named crash*.png kills the worker process."""
     if any("crash" in Path(p).name for p in paths):
         os._exit(3)
-    return dataset.decode_files(paths, pre)
+    return decode.decode_files(paths, pre)
 
 
 def test_a_file_that_kills_a_worker_is_skipped_and_the_run_goes_on(tmp_path):
@@ -384,12 +387,12 @@ def test_a_file_that_kills_a_worker_is_skipped_and_the_run_goes_on(tmp_path):
     paths = [str(p) for p in sorted((data / "a").iterdir())]  # 0000..0003, crash
     pre = Preprocessing(resize=32, crop=32)
     batches = [(i, paths[i:i + 2]) for i in range(0, 5, 2)]
-    with dataset.Decoder(1, pre, task=crash_on_purpose) as decoder:
+    with decode.Decoder(1, pre, task=crash_on_purpose) as decoder:
         results = list(decoder.map(batches))
     assert [tag for tag, _ in results] == [0, 2, 4]
     assert [r[1] for _, r in results] == [[0, 1], [0, 1], []]
     assert "crashed the image decoder" in results[2][1][2][0][1]
-    np.testing.assert_array_equal(results[0][1][0], dataset.decode_files(paths[:2], pre)[0])
+    np.testing.assert_array_equal(results[0][1][0], decode.decode_files(paths[:2], pre)[0])
 
 
 GEN = """
@@ -425,7 +428,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
 
 
 def test_library_modules_do_not_import_paddle_so_workers_stay_light():
-    code = ("import sys, se_viz.dataset, se_viz.report; "
+    code = ("import sys, se_viz.dataset, se_viz.dataset.report; "
             "print('paddle' in sys.modules, 'plotly' in sys.modules)")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

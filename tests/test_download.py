@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from se_viz import download as dl
+from se_viz.engine import download as dl
 from se_viz.errors import WeightsError
 
 PAYLOAD = random.Random(1234).randbytes(3 * (1 << 20) + 12345)

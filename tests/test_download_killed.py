@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from se_viz import download
+from se_viz.engine import download
 
 PAYLOAD = os.urandom(1 << 20)
 
@@ -44,7 +44,7 @@ def server():
 
 def test_killed_download_leaves_nothing_and_next_run_is_clean(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SE_VIZ_HOME", str(tmp_path))
-    code = ("import sys; from se_viz import download; "
+    code = ("import sys; from se_viz.engine import download; "
             "download.fetch('se_resnet50_vd', url=sys.argv[1], timeout=60)")
     proc = subprocess.Popen([sys.executable, "-c", code, f"{server}/slow"],
                             env={**os.environ, "SE_VIZ_HOME": str(tmp_path)})

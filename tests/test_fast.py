@@ -1,4 +1,5 @@
-"""The fast ONNX Runtime capture: equal to the hook capture, cached once per weights, safe."""
+"""The fast engine: the model's own forward traced with the gate recorder, run by ONNX
+Runtime. Held to the eager hooks; cached by program and weights; never stale."""
 
 from __future__ import annotations
 
@@ -9,30 +10,50 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
+from paddle import nn
 
 import se_viz
-from se_viz import fast
-from se_viz.hooks import Intervention
-from se_viz.model import cpu_threads, se_blocks, set_cpu_threads
+from se_viz.engine import capture as engine
+from se_viz.engine import traced
+from se_viz.engine.model import se_blocks
+from se_viz.engine.runtime import cpu_threads, set_cpu_threads
+from se_viz.paths import graph_cache_dir
+from se_viz.results import Intervention
 
 from .conftest import batch, make_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
+GATE_ATOL = 1e-4  # float32 reordering between the two engines (measured: <= 5e-7 here)
 
 
-def assert_same_capture(got, ref, top=5):
-    """Fast vs hooks: same fields, gates and squeeze within 1e-4, same top-k, close logits."""
+def assert_same_capture(got, ref, top=5, atol=GATE_ATOL):
+    """Fast vs hooks: same fields, gates and squeeze within ``atol``, same top-k, close logits."""
     assert list(got.gates) == list(ref.gates) == list(se_viz.BLOCK_NAMES)
-    assert list(got.squeeze) == list(ref.squeeze) and got.features == {} == ref.features
+    assert list(got.squeeze) == list(ref.squeeze)
     for name in ref.gates:
         for field in ("gates", "squeeze"):
             a, b = getattr(got, field)[name], getattr(ref, field)[name]
             assert a.shape == b.shape and a.dtype == b.dtype == np.float32, (field, name)
-            assert np.abs(a - b).max() <= 1e-4, (field, name, np.abs(a - b).max())
+            assert np.abs(a - b).max() <= atol, (field, name, np.abs(a - b).max())
     assert got.logits.shape == ref.logits.shape and got.logits.dtype == np.float32
     np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(got.top_k(top)[0], ref.top_k(top)[0])
+
+
+def assert_same_features(got, ref, names):
+    """Maps before and after SE from the fast graph equal the hooks' (relative 1e-4)."""
+    assert list(got.features) == list(ref.features) == list(names)
+    for name in names:
+        for field in ("before", "after"):
+            a, b = getattr(got.features[name], field), getattr(ref.features[name], field)
+            assert a.shape == b.shape and a.dtype == b.dtype == np.float32, (name, field)
+            scale = max(1.0, float(np.abs(b).max()))
+            assert np.abs(a - b).max() <= 1e-4 * scale, (name, field, np.abs(a - b).max())
+        np.testing.assert_array_equal(got.features[name].after,
+                                      got.features[name].before
+                                      * got.gates[name][:, :, None, None])
 
 
 @pytest.fixture()
@@ -40,9 +61,19 @@ def no_fast(monkeypatch):
     """Make any use of the fast path fail loudly."""
     def refuse(*args, **kwargs):
         raise AssertionError("the fast path was used")
-    monkeypatch.setattr(fast, "capture_fast", refuse)
+    monkeypatch.setattr(traced, "capture_fast", refuse)
 
 
+@pytest.fixture()
+def traces(monkeypatch) -> list:
+    """Every trace of a model (one per graph made)."""
+    calls: list = []
+    real = traced.trace
+    monkeypatch.setattr(traced, "trace", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    return calls
+
+
+# ----------------------------------------------------------------------------- equal to eager
 @pytest.mark.parametrize("arch", ["se_resnet50_vd", "se_resnet50"])
 @pytest.mark.parametrize("size", [32, 37])  # 37: odd maps, partial ceil-mode pooling windows
 def test_fast_equals_hooks_on_tiny_models(arch, size):
@@ -50,14 +81,238 @@ def test_fast_equals_hooks_on_tiny_models(arch, size):
     x = batch(3, size=size, seed=size)
     got = se_viz.capture(model, x, engine="fast")
     assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
-    _, info = fast.graph_for(model)
+    _, info = traced.graph_for(model)
     assert info.source == "built" and info.path is not None and info.path.is_file()
 
 
+@pytest.mark.parametrize("arch", ["se_resnet50_vd", "se_resnet50"])
+def test_feature_maps_from_the_fast_graph_equal_the_hooks(arch, monkeypatch):
+    calls = []
+    real = traced.capture_fast
+    monkeypatch.setattr(traced, "capture_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = make_tiny(arch, seed=13)
+    x = batch(3, size=37, seed=14)
+    names = ["SE_2_1", "SE_3_4", "SE_5_3"]
+    got = se_viz.capture(model, x, features=names[::-1], batch_size=2)  # forward order back
+    ref = se_viz.capture(model, x, features=names, engine="eager")
+    assert calls == [1]
+    assert_same_capture(got, ref)
+    assert_same_features(got, ref, names)
+    _, with_maps = traced.graph_for(model, maps=True)
+    _, gates_only = traced.graph_for(model)
+    assert with_maps.maps and not gates_only.maps and with_maps.key != gates_only.key
+    assert with_maps.path != gates_only.path and with_maps.path.is_file()
+
+
+def test_a_model_whose_gates_were_swapped_after_building_is_traced_again(traces):
+    """The issue's user test: build, capture, swap every block's gate for Hardsigmoid,
+    capture again. The fast engine must return Hardsigmoid gates, equal to the hooks."""
+    model = make_tiny("se_resnet50_vd", seed=5)
+    x = batch(2, seed=15)
+    sigmoid = se_viz.capture(model, x, engine="fast")
+    _, before = traced.graph_for(model)
+    for _, _, se in se_blocks(model):
+        se.gate = nn.Hardsigmoid()
+    hard = se_viz.capture(model, x, engine="fast")
+    _, after = traced.graph_for(model)
+    assert len(traces) == 2 and after.key != before.key
+    assert_same_capture(hard, se_viz.capture(model, x, engine="eager"))
+    assert max(np.abs(hard.gates[n] - sigmoid.gates[n]).max() for n in hard.gates) > 1e-2
+    pre = {n: se.excitation(se.relu(se.squeeze(paddle.to_tensor(hard.squeeze[n])))).numpy()
+           for n, _, se in se_blocks(model)}
+    for name, z in pre.items():  # Paddle's hardsigmoid: clip(z / 6 + 0.5, 0, 1)
+        np.testing.assert_allclose(hard.gates[name], np.clip(z / 6 + 0.5, 0, 1), atol=1e-5)
+
+
+def test_steep_gates_are_held_to_the_hooks():
+    """SE weights scaled up several times: gates near 0 and 1, sensitive to float order."""
+    model = make_tiny("se_resnet50", seed=6)
+    for _, _, se in se_blocks(model):
+        for layer in (se.squeeze, se.excitation):
+            layer.weight.set_value(layer.weight.numpy() * 6.0)
+    x = batch(3, size=40, seed=16)
+    got = se_viz.capture(model, x, engine="fast")
+    ref = se_viz.capture(model, x, engine="eager")
+    steep = np.concatenate([g.ravel() for g in ref.gates.values()])
+    assert ((steep < 0.02) | (steep > 0.98)).mean() > 0.2  # they really are steep
+    assert_same_capture(got, ref)
+
+
+def test_a_replaced_forward_or_a_foreign_hook_is_traced_again(traces):
+    model = make_tiny("se_resnet50_vd", seed=7)
+    x = batch(1, seed=17)
+    se_viz.capture(model, x)
+    block = model.blocks[3][2]
+    real = block.scale.forward
+    block.scale.forward = lambda t: real(t) * 0.5  # a user edits one block's output
+    got = se_viz.capture(model, x)
+    assert len(traces) == 2
+    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+    handle = model.blocks[0][2].conv0.register_forward_post_hook(lambda l, i, o: o * 2.0)
+    try:
+        got = se_viz.capture(model, x)
+        assert len(traces) == 3
+        assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+    finally:
+        handle.remove()
+
+
+def test_weights_changed_in_place_get_a_new_graph():
+    model = make_tiny(seed=4)
+    x = batch(2, seed=9)
+    se_viz.capture(model, x)
+    _, before = traced.graph_for(model)
+    bias = model.out.bias
+    bias.set_value(bias.numpy() + np.arange(10, dtype=np.float32))
+    got = se_viz.capture(model, x)
+    _, after = traced.graph_for(model)
+    assert after.key != before.key
+    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+    with paddle.no_grad():  # an in-place edit of one value: the tensor's version moves
+        model.blocks[5][2].scale.excitation.bias[0] = 7.0
+    got = se_viz.capture(model, x)
+    assert traced.graph_for(model)[1].key != after.key
+    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+
+
+@pytest.mark.parametrize("arch", ["se_resnet50_vd", "se_resnet50"])
+def test_both_se_implementations_give_the_same_graph_numbers(arch):
+    linear = make_tiny(arch, seed=8)
+    conv = make_tiny(arch, seed=8, se_impl="conv")
+    x = batch(2, seed=18)
+    a, b = se_viz.capture(linear, x, engine="fast"), se_viz.capture(conv, x, engine="fast")
+    assert traced.graph_for(linear)[1].key != traced.graph_for(conv)[1].key
+    assert_same_capture(a, b, atol=1e-5)  # float order of Linear vs 1x1 conv only
+    assert_same_capture(b, se_viz.capture(conv, x, engine="eager"))
+
+
+# ----------------------------------------------------------------------------- the cache key
+def test_the_key_is_the_program_and_the_weights_not_the_build_order(traces):
+    """Framework-generated names (linear_65.w_0, /SEResNet_1/...) depend on what was built
+    before; the key must not: a second model with the same weights loads from disk."""
+    x = batch(2, seed=6)
+    first = make_tiny("se_resnet50_vd", seed=11)
+    a = se_viz.capture(first, x, engine="fast")
+    _, built = traced.graph_for(first)
+    make_tiny("se_resnet50", seed=1)  # shifts every generated name of the next model
+    second = make_tiny("se_resnet50_vd", seed=11)
+    assert {p.name for p in second.parameters()} != {p.name for p in first.parameters()}
+    b = se_viz.capture(second, x, engine="fast")
+    _, loaded = traced.graph_for(second)
+    assert (built.source, loaded.source) == ("built", "disk")
+    assert loaded.key == built.key and loaded.path == built.path
+    np.testing.assert_array_equal(a.logits, b.logits)
+    for name in a.gates:
+        np.testing.assert_array_equal(a.gates[name], b.gates[name])
+    other = make_tiny("se_resnet50_vd", seed=12)  # same program, other weights
+    se_viz.capture(other, x)
+    assert traced.graph_for(other)[1].key != built.key
+
+
+def test_the_program_text_names_parameters_by_their_state_dict_keys(tmp_path):
+    model = make_tiny("se_resnet50", seed=0)
+    prefix = traced.trace(model, False, tmp_path)
+    text = traced.program_text(model, prefix.with_suffix(".json"))
+    assert '"bb_3_2.scale.excitation.weight"' in text and '"out.bias"' in text
+    assert not any(p.name in text for p in model.parameters())
+
+
+def test_the_disk_cache_keeps_only_the_most_recent_graphs(monkeypatch):
+    monkeypatch.setattr(traced, "KEEP_GRAPHS", 2)
+    paths = []
+    for seed in (31, 32, 33):
+        model = make_tiny(seed=seed)
+        se_viz.capture(model, batch(1))
+        paths.append(traced.graph_for(model)[1].path)
+    assert sorted(graph_cache_dir().glob("*.onnx")) == sorted(paths[1:])
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_damaged_cached_graph_is_rebuilt(damage):
+    x = batch(2, seed=8)
+    model = make_tiny("se_resnet50", seed=21)
+    se_viz.capture(model, x)
+    _, info = traced.graph_for(model)
+    data = bytearray(info.path.read_bytes())
+    if damage == "flip":  # a weight byte: still a valid protobuf, wrong numbers
+        data[len(data) // 2] ^= 0xFF
+    elif damage == "truncate":
+        data = data[: len(data) // 3]
+    else:
+        data = bytearray(b"not an onnx graph")
+    info.path.write_bytes(bytes(data))
+    again = make_tiny("se_resnet50", seed=21)
+    got = se_viz.capture(again, x)
+    _, rebuilt = traced.graph_for(again)
+    assert rebuilt.source == "built" and rebuilt.key == info.key and rebuilt.path.is_file()
+    assert not info.path.exists() or info.path == rebuilt.path  # the damaged file is gone
+    assert rebuilt.path.read_bytes() != bytes(data)
+    assert_same_capture(got, se_viz.capture(again, x, engine="eager"))
+
+
+def test_an_unwritable_cache_still_captures(tmp_path, monkeypatch):
+    blocker = tmp_path / "home_is_a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SE_VIZ_HOME", str(blocker))
+    model = make_tiny(seed=5)
+    x = batch(1, seed=10)
+    got = se_viz.capture(model, x)
+    _, info = traced.graph_for(model)
+    assert info.source == "built" and info.path is None
+    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+
+
+# ----------------------------------------------------------------------------- failures
+def test_a_conversion_that_produces_nothing_falls_back_to_the_hooks(monkeypatch, caplog):
+    """paddle2onnx logs and swallows its own errors; se_viz checks what it returned."""
+    import paddle2onnx
+
+    monkeypatch.setattr(paddle2onnx, "export", lambda *a, **k: b"")
+    model = make_tiny(seed=22)
+    x = batch(2, seed=19)
+    with caplog.at_level("WARNING", logger="se_viz"):
+        got = se_viz.capture(model, x)
+        again = se_viz.capture(model, x)
+    assert sum("no fast graph" in r.message for r in caplog.records) == 1  # once, not per call
+    assert_same_capture(got, se_viz.capture(model, x, engine="eager"), atol=0)
+    assert_same_capture(again, got, atol=0)
+    with pytest.raises(ValueError, match="engine='fast': paddle2onnx converted nothing"):
+        se_viz.capture(model, x, engine="fast")
+
+
+def test_a_graph_that_disagrees_on_the_probe_is_never_used(monkeypatch):
+    real = traced.FastGraph.run
+
+    def wrong(self, batch_, features=()):
+        cap = real(self, batch_, features)
+        return se_viz.Capture(cap.logits + 1.0, cap.gates, cap.squeeze, cap.features)
+    monkeypatch.setattr(traced.FastGraph, "run", wrong)
+    model = make_tiny(seed=23)
+    with pytest.raises(ValueError, match="differs from the eager forward on a probe"):
+        se_viz.capture(model, batch(1), engine="fast")
+    assert not list(graph_cache_dir().glob("*.onnx"))  # never stored either
+
+
+def test_bad_engine_requests_are_refused_clearly(tiny_vd, monkeypatch):
+    x = batch(1)
+    with pytest.raises(ValueError, match="engine must be one of auto, eager, fast"):
+        se_viz.capture(tiny_vd, x, engine="gpu")
+    with pytest.raises(ValueError, match="cannot apply interventions"):
+        se_viz.capture(tiny_vd, x, intervention=Intervention(gates={"SE_2_1": 1.0}),
+                       engine="fast")
+    with pytest.raises(ValueError, match="unknown block name.*SE_9_9"):
+        se_viz.capture(tiny_vd, x, features=["SE_9_9"], engine="fast")
+    assert not engine.use_fast(object(), "auto")  # not an SEResNet: hooks (which then refuse)
+    monkeypatch.setenv("SE_VIZ_ENGINE", "turbo")
+    with pytest.raises(ValueError, match="SE_VIZ_ENGINE.*turbo"):
+        se_viz.capture(tiny_vd, x)
+
+
+# ----------------------------------------------------------------------------- dispatch
 def test_auto_uses_the_fast_path_for_plain_captures(tiny_vd, monkeypatch):
     calls = []
-    real = fast.capture_fast
-    monkeypatch.setattr(fast, "capture_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = traced.capture_fast
+    monkeypatch.setattr(traced, "capture_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = batch(5, seed=1)
     whole = se_viz.capture(tiny_vd, x)
     split = se_viz.capture(tiny_vd, x, batch_size=2)  # three runs, joined
@@ -84,145 +339,21 @@ def test_interventions_use_the_hooks(tiny_vd, no_fast):
                                   both.features["SE_3_2"].before * np.float32(0.5))
 
 
-def assert_same_features(got, ref, names):
-    """Maps before and after SE from the fast graph equal the hooks' (relative 1e-4)."""
-    assert list(got.features) == list(ref.features) == list(names)
-    for name in names:
-        for field in ("before", "after"):
-            a, b = getattr(got.features[name], field), getattr(ref.features[name], field)
-            assert a.shape == b.shape and a.dtype == b.dtype == np.float32, (name, field)
-            scale = max(1.0, float(np.abs(b).max()))
-            assert np.abs(a - b).max() <= 1e-4 * scale, (name, field, np.abs(a - b).max())
-        np.testing.assert_array_equal(got.features[name].after,
-                                      got.features[name].before
-                                      * got.gates[name][:, :, None, None])
-
-
-@pytest.mark.parametrize("arch", ["se_resnet50_vd", "se_resnet50"])
-def test_feature_maps_from_the_fast_graph_equal_the_hooks(arch, monkeypatch):
-    calls = []
-    real = fast.capture_fast
-    monkeypatch.setattr(fast, "capture_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
-    model = make_tiny(arch, seed=13)
-    x = batch(3, size=37, seed=14)
-    names = ["SE_2_1", "SE_3_4", "SE_5_3"]
-    got = se_viz.capture(model, x, features=names[::-1], batch_size=2)  # forward order back
-    ref = se_viz.capture(model, x, features=names, engine="eager")
-    assert calls == [1]
-    plain = {k: v for k, v in vars(got).items() if k != "features"}
-    assert_same_capture(se_viz.Capture(**plain), se_viz.Capture(**{
-        k: v for k, v in vars(ref).items() if k != "features"}))
-    assert_same_features(got, ref, names)
-    _, with_maps = fast.graph_for(model, maps=True)
-    _, gates_only = fast.graph_for(model)
-    assert with_maps.maps and not gates_only.maps and with_maps.key != gates_only.key
-    assert with_maps.path != gates_only.path and with_maps.path.is_file()
-
-
-def test_bad_engine_requests_are_refused_clearly(tiny_vd, monkeypatch):
-    x = batch(1)
-    with pytest.raises(ValueError, match="engine must be one of auto, eager, fast"):
-        se_viz.capture(tiny_vd, x, engine="gpu")
-    with pytest.raises(ValueError, match="cannot apply interventions"):
-        se_viz.capture(tiny_vd, x, intervention=Intervention(gates={"SE_2_1": 1.0}),
-                       engine="fast")
-    with pytest.raises(ValueError, match="unknown block name.*SE_9_9"):
-        se_viz.capture(tiny_vd, x, features=["SE_9_9"], engine="fast")
-    assert not fast.use_fast(object(), "auto")  # not an SEResNet: hooks (which then refuse)
-    monkeypatch.setenv("SE_VIZ_ENGINE", "turbo")
-    with pytest.raises(ValueError, match="SE_VIZ_ENGINE.*turbo"):
-        se_viz.capture(tiny_vd, x)
-
-
-def test_second_model_with_the_same_weights_loads_the_graph_from_disk(monkeypatch):
-    x = batch(2, seed=6)
-    first = make_tiny("se_resnet50_vd", seed=11)
-    a = se_viz.capture(first, x, engine="fast")
-    _, built = fast.graph_for(first)
-
-    def no_build(*args, **kwargs):
-        raise AssertionError("rebuilt a graph that is cached on disk")
-    monkeypatch.setattr(fast, "build_onnx", no_build)
-    second = make_tiny("se_resnet50_vd", seed=11)
-    b = se_viz.capture(second, x, engine="fast")
-    _, loaded = fast.graph_for(second)
-    assert (built.source, loaded.source) == ("built", "disk")
-    assert loaded.key == built.key and loaded.path == built.path
-    np.testing.assert_array_equal(a.logits, b.logits)
-    for name in a.gates:
-        np.testing.assert_array_equal(a.gates[name], b.gates[name])
-        np.testing.assert_array_equal(a.squeeze[name], b.squeeze[name])
-
-
-def test_different_weights_get_their_own_cache_entry():
-    x = batch(1, seed=7)
-    one, two = make_tiny(seed=1), make_tiny(seed=2)
-    a, b = se_viz.capture(one, x), se_viz.capture(two, x)
-    (_, i1), (_, i2) = fast.graph_for(one), fast.graph_for(two)
-    assert i1.key != i2.key and i1.path != i2.path and i1.path.is_file() and i2.path.is_file()
-    assert not np.allclose(a.logits, b.logits)
-    assert_same_capture(b, se_viz.capture(two, x, engine="eager"))
-
-
-def test_the_disk_cache_keeps_only_the_most_recent_graphs(monkeypatch):
-    monkeypatch.setattr(fast, "KEEP_GRAPHS", 2)
-    paths = []
-    for seed in (31, 32, 33):
-        model = make_tiny(seed=seed)
-        se_viz.capture(model, batch(1))
-        paths.append(fast.graph_for(model)[1].path)
-    assert sorted(fast.graph_dir().glob("*.onnx")) == sorted(paths[1:])
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
-def test_a_damaged_cached_graph_is_rebuilt(damage):
-    x = batch(2, seed=8)
-    model = make_tiny("se_resnet50", seed=21)
-    se_viz.capture(model, x)
-    _, info = fast.graph_for(model)
-    data = bytearray(info.path.read_bytes())
-    if damage == "flip":  # a weight byte: still a valid protobuf, wrong numbers
-        data[len(data) // 2] ^= 0xFF
-    elif damage == "truncate":
-        data = data[: len(data) // 3]
-    else:
-        data = bytearray(b"not an onnx graph")
-    info.path.write_bytes(bytes(data))
-    again = make_tiny("se_resnet50", seed=21)
-    got = se_viz.capture(again, x)
-    _, rebuilt = fast.graph_for(again)
-    assert rebuilt.source == "built" and rebuilt.path == info.path
-    assert rebuilt.path.read_bytes() != bytes(data)
-    assert_same_capture(got, se_viz.capture(again, x, engine="eager"))
-
-
-def test_weights_changed_in_place_get_a_new_graph():
-    model = make_tiny(seed=4)
-    x = batch(2, seed=9)
-    se_viz.capture(model, x)
-    _, before = fast.graph_for(model)
-    bias = model.out.bias
-    bias.set_value(bias.numpy() + np.arange(10, dtype=np.float32))
-    got = se_viz.capture(model, x)
-    _, after = fast.graph_for(model)
-    assert after.key != before.key
-    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
-
-
-def test_an_unwritable_cache_still_captures(tmp_path, monkeypatch):
-    blocker = tmp_path / "home_is_a_file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("SE_VIZ_HOME", str(blocker))
-    model = make_tiny(seed=5)
-    x = batch(1, seed=10)
-    got = se_viz.capture(model, x)
-    _, info = fast.graph_for(model)
-    assert info.source == "built" and info.path is None
-    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+def test_tracing_leaves_the_model_as_it_was(tiny_canonical):
+    """No hook left behind, still eager and in eval mode, the same eager numbers."""
+    x = batch(2, seed=20)
+    before = se_viz.capture(tiny_canonical, x, engine="eager")
+    traced.forget(tiny_canonical)
+    se_viz.capture(tiny_canonical, x, engine="fast", features=["SE_4_2"])
+    assert paddle.in_dynamic_mode() and not tiny_canonical.training
+    for _, layer in tiny_canonical.named_sublayers(include_self=True):
+        assert not layer._forward_pre_hooks and not layer._forward_post_hooks
+    after = se_viz.capture(tiny_canonical, x, engine="eager")
+    assert_same_capture(after, before, atol=0)
 
 
 def test_threads_sharing_a_model_get_their_own_results():
-    model = make_tiny("se_resnet50_vd", seed=9)  # fresh: the first build races too
+    model = make_tiny("se_resnet50_vd", seed=9)  # fresh: the first trace races too
     inputs = [batch(2, seed=100 + i) for i in range(4)]
     results: dict[int, se_viz.Capture] = {}
     errors: list[BaseException] = []
@@ -245,32 +376,45 @@ def test_threads_sharing_a_model_get_their_own_results():
     for i, x in enumerate(inputs):
         serial = se_viz.capture(model, x, engine="fast")
         np.testing.assert_array_equal(results[i].logits, serial.logits)
-        for name in serial.gates:
-            np.testing.assert_array_equal(results[i].gates[name], serial.gates[name])
         assert_same_capture(results[i], se_viz.capture(model, x, engine="eager"))
 
 
-def test_graph_outputs_and_validity():
+def test_eager_captures_in_other_threads_do_not_make_the_graph_look_stale(traces):
+    """The recorder's own hooks (registered during eager captures) are not a model change."""
+    model = make_tiny("se_resnet50", seed=10)
+    x = batch(1, seed=21)
+    se_viz.capture(model, x, engine="fast")
+    stop = threading.Event()
+
+    def eager_loop() -> None:
+        while not stop.is_set():
+            se_viz.capture(model, x, intervention=Intervention(gates={"SE_2_1": 1.0}))
+
+    worker = threading.Thread(target=eager_loop)
+    worker.start()
+    try:
+        for _ in range(20):
+            se_viz.capture(model, x, engine="fast")
+    finally:
+        stop.set()
+        worker.join()
+    assert len(traces) == 1
+
+
+def test_graph_outputs_and_validity(tmp_path):
     import onnx
 
     model = make_tiny("se_resnet50", seed=0)
-    proto = fast.build_onnx(model)
+    data = traced.to_onnx(traced.trace(model, True, tmp_path))
+    proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto)
-    names = [o.name for o in proto.graph.output]
-    blocks = list(se_viz.BLOCK_NAMES)
-    assert names == ["logits", fast.GATES, fast.SQUEEZE]
-    widths = [se.channels for _, _, se in se_blocks(model)]
-    meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta[fast.BLOCKS_KEY]) == [[b, c] for b, c in zip(blocks, widths)]
-    dims = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
-            for o in proto.graph.output[1:]]
-    assert dims == [["N", sum(widths)]] * 2
-    ops = {node.op_type for node in proto.graph.node}
-    assert "BatchNormalization" not in ops  # folded into the convolutions
-    with_maps = fast.build_onnx(model, maps=True)
-    onnx.checker.check_model(with_maps)
-    assert [o.name for o in with_maps.graph.output] == names + [
-        fast.MAPS_PREFIX + b for b in blocks]
+    blocks = [(n, se.channels) for n, _, se in se_blocks(model)]
+    assert len(proto.graph.output) == 3 + len(blocks)
+    x = batch(2, size=40, seed=3)
+    out = traced.ort_session(data, 1).run(None, {"images": x})
+    total = sum(c for _, c in blocks)
+    assert [o.shape for o in out[:3]] == [(2, 10), (2, total), (2, total)]
+    assert [o.shape[:2] for o in out[3:]] == [(2, c) for _, c in blocks]
 
 
 def test_cpu_threads_default_to_every_core_and_honour_the_override(monkeypatch):
@@ -287,27 +431,6 @@ def test_cpu_threads_default_to_every_core_and_honour_the_override(monkeypatch):
     assert set_cpu_threads() == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.slow
-def test_fast_equals_hooks_on_the_full_size_model():
-    model = se_viz.build_model("se_resnet50_vd")
-    x = batch(2, size=224, seed=12)
-    assert_same_capture(se_viz.capture(model, x, engine="fast"),
-                        se_viz.capture(model, x, engine="eager"))
-
-
-@pytest.mark.slow
-def test_benchmark_suite_runs_in_quick_mode(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| measure |" in proc.stdout and "capture all 16 gates" in proc.stdout
-    rows = json.loads(out.read_text())["rows"]
-    gate = [r for r in rows if r["name"] == "largest gate difference"]
-    assert len(gate) == 1 and 0 <= gate[0]["value"] <= 1e-4
-
-
 def test_memory_stays_flat_over_100_fast_captures():
     psutil = pytest.importorskip("psutil")
     proc = psutil.Process()
@@ -322,4 +445,27 @@ def test_memory_stays_flat_over_100_fast_captures():
         se_viz.capture(model, x, features=["SE_2_1", "SE_5_3"])
     grown = (proc.memory_info().rss - start) / 2**20
     assert grown < 25, f"RSS grew by {grown:.1f} MiB over 100 fast captures"
-    assert len(fast._BINDINGS[model]) == 2  # one graph per variant, not one per call
+    assert len(traced._BINDINGS[model]) == 2  # one graph per variant, not one per call
+
+
+# ----------------------------------------------------------------------------- full size
+@pytest.mark.slow
+@pytest.mark.parametrize("se_impl", ["linear", "conv"])
+def test_fast_equals_hooks_on_the_full_size_model(se_impl):
+    model = se_viz.build_model("se_resnet50_vd", se_impl=se_impl)
+    x = batch(2, size=224, seed=12)
+    assert_same_capture(se_viz.capture(model, x, engine="fast"),
+                        se_viz.capture(model, x, engine="eager"))
+
+
+@pytest.mark.slow
+def test_benchmark_suite_runs_in_quick_mode(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| measure |" in proc.stdout and "capture all 16 gates" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    gate = [r for r in rows if r["name"] == "largest gate difference"]
+    assert len(gate) == 1 and 0 <= gate[0]["value"] <= 1e-4

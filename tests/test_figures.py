@@ -10,7 +10,10 @@ import plotly.graph_objects as go
 import pytest
 
 from se_viz import analysis as A
-from se_viz import figures as F
+from se_viz import plots as F
+from se_viz.plots import maps as M
+from se_viz.plots import predictions as P
+from se_viz.plots import reduction as R
 
 BLOCKS = [f"SE_{s + 2}_{i + 1}" for s, d in enumerate((3, 4, 6, 3)) for i in range(d)]
 CHANNELS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
@@ -167,16 +170,8 @@ def test_distance_bars_grouped():
     np.testing.assert_allclose(fig.data[1].y, table["js"], rtol=1e-6)
 
 
-def test_topk_bar_keeps_duplicate_class_names_apart():
-    fig = F.topk_bar(["crane", "crane", "pug"], [0.5, 0.3, 0.1])
-    bar = fig.data[0]
-    assert bar.orientation == "h" and len(bar.y) == 3
-    assert list(fig.layout.yaxis.ticktext) == ["crane", "crane", "pug"]
-    assert list(bar.customdata) == ["crane", "crane", "pug"]
-
-
 def test_topk_compare_two_panels():
-    fig = F.topk_compare(["a", "b"], [0.6, 0.2], ["b", "a"], [0.7, 0.1])
+    fig = P.topk_compare(["a", "b"], [0.6, 0.2], ["b", "a"], [0.7, 0.1])
     assert len(fig.data) == 2 and [a.text for a in fig.layout.annotations] == ["before", "after"]
     assert list(fig.layout.yaxis2.ticktext) == ["b", "a"]
 
@@ -198,7 +193,7 @@ def test_reduction_figure_from_duck_typed_rows():
     rows = [SimpleNamespace(reduction=r, params_total=25.6e6 + 40e6 / r, params_se=40e6 / r,
                             flops_total=4.09e9, stage_se_params=(1e5, 5e5, 3e6, 6e6))
             for r in (2, 4, 8, 16)]
-    fig = F.reduction_figure(rows)
+    fig = R.reduction_figure(rows)
     by_name = {t.name: t for t in fig.data}
     ours = by_name["params (M), this implementation"]
     np.testing.assert_allclose(ours.y, [25.6 + 40 / r for r in (2, 4, 8, 16)])
@@ -215,7 +210,7 @@ def test_reduction_figure_from_duck_typed_rows():
 def test_emulation_figure():
     full = small_gates(0)
     emulated = {k: np.clip(v + 0.1, 0, 1) for k, v in full.items()}
-    fig = F.emulation_figure(full, emulated)
+    fig = R.emulation_figure(full, emulated)
     assert "emulation" in fig.layout.title.text.lower()
     expected = [np.abs(emulated[k] - full[k]).mean() for k in full]
     np.testing.assert_allclose(fig.data[0].y, expected, rtol=1e-5)
@@ -224,39 +219,22 @@ def test_emulation_figure():
 # ----------------------------------------------------------------- images
 
 
-def test_feature_grid_small_multiples():
-    rng = np.random.default_rng(0)
-    maps = rng.random((5, 7, 7)).astype(np.float32)
-    fig = F.feature_grid(maps, [3, 10, 99, 4, 5], [0.87, 0.1, 0.5, 0.2, 0.3])
-    assert len(fig.data) == 5 and all(isinstance(t, go.Heatmap) for t in fig.data)
-    assert fig.layout.annotations[0].text == "ch 3 · gate 0.87"
-    assert all(t.coloraxis == "coloraxis" for t in fig.data)
-    assert fig.layout.coloraxis.cmin == pytest.approx(maps.min())
-    assert fig.layout.coloraxis.cmax == pytest.approx(maps.max())
-    assert "ch 99" in fig.data[2].hovertemplate
-    own = F.feature_grid(maps, [1, 2, 3, 4, 5], [0.1] * 5, shared_scale=False)
-    assert all(t.coloraxis is None for t in own.data)
-    assert len(fig.to_json()) < 30_000
-    with pytest.raises(ValueError, match="channel id"):
-        F.feature_grid(maps, [1, 2], [0.1, 0.2])
-
-
 def test_overlay_shape_dtype_and_hottest_pixel_is_top_colour():
     image = np.full((64, 48, 3), 128, dtype=np.uint8)
     fmap = np.zeros((8, 6), dtype=np.float32)
     fmap[2, 3] = 5.0
     out = F.overlay(image, fmap, alpha=1.0)
     assert out.shape == (64, 48, 3) and out.dtype == np.uint8
-    top = F.VIRIDIS_LUT[-1]
+    top = M.VIRIDIS_LUT[-1]
     hot = np.argwhere(np.all(out == top, axis=-1))
     assert len(hot) > 0
     # every top-coloured pixel lies inside the hot source cell's 8x8 footprint (+1 px of blur)
     assert hot[:, 0].min() >= 15 and hot[:, 0].max() <= 24
     assert hot[:, 1].min() >= 23 and hot[:, 1].max() <= 32
-    assert np.all(out[0, 0] == F.VIRIDIS_LUT[0])  # coldest = bottom colour
+    assert np.all(out[0, 0] == M.VIRIDIS_LUT[0])  # coldest = bottom colour
     np.testing.assert_array_equal(F.overlay(image, fmap, alpha=0.0), image)
     same_size = F.overlay(image, np.arange(64 * 48, dtype=np.float32).reshape(64, 48), 1.0)
-    assert np.all(same_size[-1, -1] == top) and np.all(same_size[0, 0] == F.VIRIDIS_LUT[0])
+    assert np.all(same_size[-1, -1] == top) and np.all(same_size[0, 0] == M.VIRIDIS_LUT[0])
 
 
 def test_overlay_flat_map_and_bad_inputs():
@@ -268,22 +246,10 @@ def test_overlay_flat_map_and_bad_inputs():
         F.overlay(image, np.ones((2, 2)), alpha=2)
 
 
-def test_overlay_grid_images():
-    rng = np.random.default_rng(0)
-    image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
-    fig = F.overlay_grid(image, rng.random((3, 4, 4)), [7, 8, 9], [0.9, 0.5, 0.1])
-    assert len(fig.data) == 3 and all(isinstance(t, go.Image) for t in fig.data)
-    assert fig.data[0].source.startswith("data:image/jpeg;base64,")
-    assert fig.layout.annotations[1].text == "ch 8 · gate 0.50"
-
-
-# ----------------------------------------------------------------- export
-
-
 def test_every_figure_serialises_and_exports_html():
     gates, other = small_gates(0), small_gates(1)
     figs = [F.gate_heatmap(gates), F.difference_heatmap(gates, other),
-            F.stats_profile(A.stats_table(gates)), F.topk_bar(["a"], [0.5]),
+            F.stats_profile(A.stats_table(gates)), P.topk_compare(["a"], [0.5], ["b"], [0.4]),
             F.gate_histogram(gates["SE_2_1"], "SE_2_1")]
     for fig in figs:
         json.loads(fig.to_json())

@@ -7,8 +7,9 @@ import paddle
 import pytest
 
 from se_viz import BLOCK_NAMES
-from se_viz.model import (SEBlock, SEResNet, count_parameters, hidden_width, se_blocks,
-                          se_resnet50, se_resnet50_vd)
+from se_viz.arch import hidden_width
+from se_viz.engine.model import (SEBlock, SEResNet, count_parameters, se_blocks, se_resnet50,
+                                 se_resnet50_vd)
 
 from .conftest import batch, make_tiny
 

@@ -20,9 +20,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import se_viz.cache
+import se_viz.runs
 from se_viz import images
-from se_viz.api import build_model
-from se_viz.weights import export_state, save_safetensors
+from se_viz.engine.build import build_model
+from se_viz.engine.weights import export_state, save_safetensors
 
 from .test_app import (APP, CAT, ROOT, WIDTH, _no_exception, _texts, _top5, fresh_app,
                        spy_captures)
@@ -41,7 +42,7 @@ def caches(monkeypatch) -> list:
             super().__init__(*args, **kw)
             made.append(self)
 
-    monkeypatch.setattr(se_viz.cache, "BoundedCache", Recording)
+    monkeypatch.setattr(se_viz.runs, "BoundedCache", Recording)
     return made
 
 
@@ -204,11 +205,11 @@ def test_weights_file_changed_on_disk_is_reloaded_with_a_message(at, tmp_path):
 def test_a_file_replaced_while_it_loads_is_caught_by_the_hash_check(at, tmp_path, monkeypatch):
     """The file changes between the stat that keys the model and its use: verify_weights
     sees the new size/mtime, the sha256 differs, and the new file is loaded instead."""
-    import se_viz.api
+    import se_viz.engine.build
 
     path = tmp_path / "racy.safetensors"
     _save(3, path)
-    real = se_viz.api.build_model
+    real = se_viz.engine.build.build_model
     replaced: list = []
 
     def racing(arch, weights=None, *args, **kw):
@@ -218,7 +219,7 @@ def test_a_file_replaced_while_it_loads_is_caught_by_the_hash_check(at, tmp_path
             _bump_mtime(path)
         return model
 
-    monkeypatch.setattr(se_viz.api, "build_model", racing)
+    monkeypatch.setattr(se_viz.engine.build, "build_model", racing)
     _use_path(at, path)
     at.file_uploader(key="uploads").set_value(("cat.jpg", CAT, "image/jpeg")).run()
     _no_exception(at)

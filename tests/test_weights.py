@@ -10,7 +10,7 @@ import pytest
 
 import se_viz
 from se_viz.errors import WeightsError
-from se_viz.weights import (detect_layout, export_state, read_bytes, read_file,
+from se_viz.engine.weights import (detect_layout, export_state, read_bytes, read_file,
                             safe_unpickle, save_safetensors, to_timm)
 
 from .conftest import TINY, batch, make_tiny
@@ -203,7 +203,7 @@ def test_pth_needs_torch_or_says_so(tmp_path):
 def test_a_weights_file_changed_on_disk_is_detected(tmp_path):
     import os
 
-    from se_viz.api import file_fingerprint, verify_weights
+    from se_viz.engine.build import file_fingerprint, verify_weights
     path = save_safetensors(export_state(make_tiny(seed=1)), tmp_path / "w.safetensors")
     model = _build("se_resnet50_vd", path)
     verify_weights(model)  # unchanged

@@ -1,4 +1,4 @@
-"""The public entry points: build a model (with weights) and describe it."""
+"""Build a model with its weights, and check later that the weights file is unchanged."""
 
 from __future__ import annotations
 
@@ -7,45 +7,56 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from ..arch import ARCHS, check_arch, preprocessing_for
+from ..images import PADDLECLAS_EVAL
+from ..errors import WeightsError
 from . import download
-from .errors import WeightsError
-from .images import PADDLECLAS_EVAL, TIMM_EVAL
-from .model import ARCHS, SEResNet, init_seeded
-from .weights import load_arrays, read_file
+from .model import FACTORIES, SEResNet
+from .weights import init_seeded, load_arrays, read_bytes, read_file
 
 
 def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None = None,
                 reduction: float = 16, num_classes: int = 1000, *, width: int = 64,
-                seed: int = 0, progress: Callable[[int, int | None], None] | None = None
-                ) -> SEResNet:
+                seed: int = 0, se_impl: str = "linear",
+                progress: Callable[[int, int | None], None] | None = None) -> SEResNet:
     """An SE-ResNet-50 (``arch`` "se_resnet50_vd" or "se_resnet50") in eval mode.
 
     weights: None -> deterministic seeded initialisation (reported as untrained);
     a path to .pdparams / .safetensors (/.pth with torch) in any supported layout;
     "pretrained" -> the default ImageNet file, downloaded once into the cache.
+    se_impl: the SE block's fully connected layers as "linear" (nn.Linear, PaddleClas) or
+    "conv" (1x1 nn.Conv2D, timm); the same numbers from the same files.
     ``model.info`` describes the result; ``model.preprocessing`` is the matching
     evaluation preprocessing.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    model = SEResNet(arch, reduction=reduction, num_classes=num_classes, width=width)
+    model = FACTORIES[check_arch(arch)](reduction, num_classes, width, se_impl)
     model.preprocessing = PADDLECLAS_EVAL
     if weights is None:
         init_seeded(model, seed)
+        model.info = replace(model.info, extra={"seed": seed})
         model.eval()
         return model
     pretrained = isinstance(weights, str) and weights == "pretrained"
-    if pretrained:
-        path = download.fetch(arch, progress=progress)
-    else:
-        path = Path(weights)
+    path = download.fetch(arch, progress=progress) if pretrained else Path(weights)
     arrays, meta, digest = read_file(path)
     layout = load_arrays(model, arrays, path.name)
-    if layout == "timm":
-        model.preprocessing = TIMM_EVAL
+    model.preprocessing = preprocessing_for(layout)
     model.info = replace(model.info, weights=str(path), layout=layout, sha256=digest,
                          pretrained=pretrained or _is_cached_pretrained(path),
                          extra={"metadata": meta, "fingerprint": file_fingerprint(path)})
+    model.eval()
+    return model
+
+
+def model_from_bytes(arch: str, data: bytes, name: str, *, reduction: float = 16,
+                     width: int = 64, se_impl: str = "linear") -> SEResNet:
+    """A model with uploaded weights: ``data`` is only ever read as safetensors."""
+    arrays, meta, digest = read_bytes(data, name)
+    model = FACTORIES[check_arch(arch)](reduction, 1000, width, se_impl)
+    layout = load_arrays(model, arrays, name)
+    model.preprocessing = preprocessing_for(layout)
+    model.info = replace(model.info, weights=f"upload:{name}", layout=layout, sha256=digest,
+                         extra={"metadata": meta})
     model.eval()
     return model
 
@@ -63,17 +74,15 @@ def verify_weights(model: SEResNet) -> None:
     """Raise WeightsError if the model's weights file changed on disk since it was loaded.
 
     A cheap stat check first; when size or mtime moved, the sha256 decides (a touched but
-    identical file is fine). Untrained models have no file and always pass.
+    identical file is fine). Untrained models and uploads have no file and always pass.
     """
     info = model.info
-    if info.untrained or info.sha256 is None:
+    if info.untrained or info.sha256 is None or "fingerprint" not in info.extra:
         return
     if file_fingerprint(info.weights) == info.extra.get("fingerprint"):
         return
-    from .download import sha256_file
-
     try:
-        digest = sha256_file(info.weights)
+        digest = download.sha256_file(info.weights)
     except OSError:
         digest = None
     if digest != info.sha256:
@@ -88,6 +97,3 @@ def _is_cached_pretrained(path: Path) -> bool:
         return any(path.resolve() == download.expected_path(a).resolve() for a in ARCHS)
     except OSError:
         return False
-
-
-__all__ = ["build_model", "verify_weights", "file_fingerprint", "WeightsError"]

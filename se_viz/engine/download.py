@@ -12,60 +12,23 @@ import hashlib
 import http.client
 import os
 import socket
-import tempfile
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from se_viz.errors import WeightsError
+from ..arch import PRETRAINED, PretrainedFile
+from ..errors import WeightsError
+from ..paths import atomic_file, cache_dir, cleanup_partials
 
 Progress = Callable[[int, int | None], None]
 
 _CHUNK = 1 << 20
-_PART_SUFFIX = ".part"
 # fetch() only sweeps partial files idle this long, so it never deletes a download in progress.
 _STALE_AFTER_S = 120.0
 _USER_AGENT = "se_viz-weights/1.0 (+urllib)"
-
-
-@dataclass(frozen=True)
-class PretrainedFile:
-    """One published weights file. ``size``/``sha256`` are checked whenever they are set."""
-
-    arch: str
-    url: str
-    filename: str
-    layout: str  # "paddleclas" or "timm"
-    size: int | None
-    sha256: str | None
-    description: str
-
-
-PRETRAINED: dict[str, PretrainedFile] = {
-    "se_resnet50_vd": PretrainedFile(
-        arch="se_resnet50_vd",
-        url="https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/SE_ResNet50_vd_pretrained.pdparams",
-        filename="SE_ResNet50_vd_pretrained.pdparams",
-        layout="paddleclas",
-        size=None,
-        sha256=None,
-        description="PaddleClas SE_ResNet50_vd, ImageNet-1k top-1 79.52% (native Paddle weights).",
-    ),
-    "se_resnet50": PretrainedFile(
-        arch="se_resnet50",
-        url="https://huggingface.co/timm/seresnet50.ra2_in1k/resolve/main/model.safetensors",
-        filename="seresnet50.ra2_in1k.safetensors",
-        layout="timm",
-        size=None,
-        sha256=None,
-        description="timm seresnet50.ra2_in1k, ImageNet-1k top-1 80.26% @224 (safetensors).",
-    ),
-}
 
 
 class _Failure(Exception):
@@ -80,19 +43,7 @@ class _Failure(Exception):
 # ----------------------------------------------------------------------------- cache layout
 
 
-def cache_dir() -> Path:
-    """The weights cache: ``$SE_VIZ_HOME`` if set, else ``~/.cache/se_viz``. Not created here."""
-    home = os.environ.get("SE_VIZ_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "se_viz"
-
-
-GRAPHS_KEPT = 4  # fast graphs kept in graph_cache_dir(), most recently used first
-
-
-def graph_cache_dir() -> Path:
-    """Where `se_viz.fast` keeps its ONNX graphs: ``cache_dir()/graphs`` (safe to delete:
-    a missing graph is rebuilt from the weights)."""
-    return cache_dir() / "graphs"
+GRAPHS_KEPT = 4  # fast graphs kept in paths.graph_cache_dir(), most recently used first
 
 
 def _spec(arch: str) -> PretrainedFile:
@@ -150,28 +101,6 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def cleanup_partials(folder: Path | None = None, *, older_than: float = 0.0) -> int:
-    """Delete leftover ``*.part`` files (from killed runs) in ``folder`` (default: the cache).
-
-    A file is removed when the process that wrote it (its name carries the pid) is gone, or
-    when its last write is at least ``older_than`` seconds ago. Returns the count.
-    """
-    folder = cache_dir() if folder is None else Path(folder)
-    if not folder.is_dir():
-        return 0
-    now, removed = time.time(), 0
-    for entry in folder.iterdir():
-        if not entry.name.endswith(_PART_SUFFIX) or not entry.is_file():
-            continue
-        try:
-            if not _writer_alive(entry.name) or now - entry.stat().st_mtime >= older_than:
-                entry.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -283,59 +212,13 @@ def _check_file(size: int, sha256: str, expected_size: int | None,
                        hint="The file is corrupt or not the expected one.")
 
 
-def _writer_alive(name: str) -> bool:
-    """Whether the process whose pid is in a ``.{file}.{pid}.{random}.part`` name still runs."""
-    parts = name.split(".")
-    pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
-    if pid is None or pid == os.getpid():
-        return True  # ours (another thread) or unknown: only the age rule applies
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but not ours to signal
-        return True
-    return True
-
-
 def _atomic_write(dest: Path, fill: Callable[[BinaryIO], str], *,
                   expected_size: int | None, expected_sha256: str | None) -> None:
-    """Run ``fill`` on a temp file beside ``dest``, check it, fsync and ``os.replace`` into ``dest``.
-
-    The temp file is removed on every failure (KeyboardInterrupt included); ``dest`` is only touched
-    on success.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=_PART_SUFFIX,
-                                dir=dest.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            sha256 = fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-            size = out.tell()
-        _check_file(size, sha256, expected_size, expected_sha256)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Best effort: persist the rename (not supported on every platform)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Run ``fill`` on an atomic file for ``dest`` and check it before it is moved into place."""
+    with atomic_file(dest) as out:
+        sha256 = fill(out)
+        out.flush()
+        _check_file(out.tell(), sha256, expected_size, expected_sha256)
 
 
 def download(url: str, dest: Path, *, expected_size: int | None = None,

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-if TYPE_CHECKING:  # typing only: se_viz.model imports paddle
-    from .model import SEParameters
+from .. import maths
 
 LOW, HIGH = 0.1, 0.9
-_TINY = 1e-12
+_TINY = maths.TINY
 
 
 # --------------------------------------------------------------------------- per block
@@ -52,13 +50,7 @@ def _vector(g: np.ndarray, what: str = "gates") -> np.ndarray:
 
 def normalized_entropy(g: np.ndarray) -> float:
     """Entropy of p = g / sum(g) over log(C), in [0, 1]; 1 for C == 1 or all-zero gates."""
-    g = np.clip(_vector(g), 0.0, None)
-    total = g.sum()
-    if g.size == 1 or total <= 0:
-        return 1.0
-    p = g / total
-    nz = p[p > 0]
-    return float(np.clip(-(nz * np.log(nz)).sum() / np.log(g.size), 0.0, 1.0))
+    return float(maths.normalized_entropy(_vector(g)))
 
 
 def gate_stats(g: np.ndarray) -> GateStats:
@@ -110,10 +102,7 @@ def channel_order(g: np.ndarray, mode: str = "natural",
 
 def top_channels(g: np.ndarray, k: int, largest: bool = True) -> np.ndarray:
     """Indices (min(k, C),) of the k largest (or smallest) gates; ties keep channel order."""
-    g = _vector(g)
-    k = max(0, min(int(k), g.size))
-    order = _descending(g) if largest else np.argsort(g, kind="stable")
-    return order[:k].astype(np.int64)
+    return maths.top_k(_vector(g), k, largest)[0]
 
 
 def pad_blocks(gates: Mapping[str, np.ndarray],
@@ -234,28 +223,19 @@ def block_similarity(gates: Mapping[str, np.ndarray], bins: int = 20) -> np.ndar
 
 def class_specificity(gates_by_image: Mapping[str, np.ndarray],
                       labels: Sequence | np.ndarray) -> np.ndarray:
-    """(B,) share of gate variance explained by the class labels, averaged over channels.
-
-    For each channel: between-class variance sum_c n_c/N (mean_c - mean)^2 divided by the
-    total variance over the N images; channels whose total variance is (numerically) zero
-    carry no information and are left out of the average. 0 = class-agnostic (or no
-    variance at all), 1 = every image of a class has exactly its class's gates.
-    """
+    """(B,) share of gate variance explained by the class labels, averaged over channels
+    (`se_viz.maths.explained_by_class` on each block's (N, C) gates). 0 = class-agnostic
+    (or no variance at all), 1 = every image of a class has exactly its class's gates."""
     labels = np.asarray(labels)
     out = []
     for name, g in gates_by_image.items():
         g = np.asarray(g, dtype=np.float64)
         if g.ndim != 2 or g.shape[0] != labels.shape[0]:
             raise ValueError(f"{name}: gates {g.shape} do not match {labels.shape[0]} labels")
-        total = g.var(axis=0)
-        grand = g.mean(axis=0)
-        between = np.zeros_like(total)
-        for c in np.unique(labels):
-            members = g[labels == c]
-            between += members.shape[0] / g.shape[0] * (members.mean(axis=0) - grand) ** 2
-        informative = total > _TINY
-        ratio = between[informative] / total[informative]
-        out.append(float(np.clip(ratio, 0.0, 1.0).mean()) if ratio.size else 0.0)
+        classes = np.unique(labels)
+        means = np.stack([g[labels == c].mean(axis=0) for c in classes])
+        counts = np.array([(labels == c).sum() for c in classes])
+        out.append(maths.explained_by_class(means, counts, g.var(axis=0)))
     return np.array(out, dtype=np.float64)
 
 
@@ -282,51 +262,6 @@ def squeeze_vs_gate(squeeze: np.ndarray, gates: np.ndarray, z: float = 1.0) -> d
             "weak_boosted": np.flatnonzero(weak).astype(np.int64), **thresholds}
 
 
-# --------------------------------------------------------------------------- reduction ratio
-
-
-def hidden_unit_importance(p: "SEParameters", squeeze: np.ndarray) -> np.ndarray:
-    """(h,) mean over images of relu(y @ w1 + b1)_j * ||w2[j, :]||_2 for y = squeeze (N, C).
-
-    ``p`` is any object with w1 (C, h), b1 (h,), w2 (h, C) (e.g. model.SEParameters).
-    """
-    w1, b1, w2 = (np.asarray(x, dtype=np.float64) for x in (p.w1, p.b1, p.w2))
-    y = np.asarray(squeeze, dtype=np.float64)
-    if y.ndim == 1:
-        y = y[None]
-    if y.ndim != 2 or y.shape[1] != w1.shape[0]:
-        raise ValueError(f"squeeze must be (N, {w1.shape[0]}), got {np.shape(squeeze)}")
-    hidden = np.maximum(y @ w1 + b1, 0.0)
-    return hidden.mean(axis=0) * np.linalg.norm(w2, axis=1)
-
-
-def emulation_masks(params: Mapping[str, "SEParameters"], squeeze: Mapping[str, np.ndarray],
-                    reduction_from: float, reduction_to: float) -> dict[str, np.ndarray]:
-    """Block -> (h,) float32 0/1 mask keeping the max(1, int(C / reduction_to)) most
-    important hidden units (all of them when that is >= h), to emulate a larger r.
-
-    ``reduction_from`` is the model's own r; each block's h must equal max(1, int(C / r)).
-    Importance is `hidden_unit_importance` on these images' squeeze values; ties keep unit order.
-    """
-    if not reduction_from >= 1 or not reduction_to >= 1:
-        raise ValueError(f"reduction ratios must be >= 1, got {reduction_from}, {reduction_to}")
-    masks = {}
-    for name, p in params.items():
-        channels, hidden = np.shape(p.w1)
-        if hidden != max(1, int(channels / reduction_from)):
-            raise ValueError(f"{name} has {hidden} hidden units, which does not match "
-                             f"r={reduction_from:g} for C={channels}; pass the model's own r")
-        if name not in squeeze:
-            raise ValueError(f"no squeeze values for {name}: capture them first")
-        keep = max(1, int(channels / reduction_to))
-        mask = np.ones(hidden, dtype=np.float32)
-        if keep < hidden:
-            mask[:] = 0.0
-            mask[_descending(hidden_unit_importance(p, squeeze[name]))[:keep]] = 1.0
-        masks[name] = mask
-    return masks
-
-
 def topk_change(before_probs: np.ndarray, after_probs: np.ndarray, k: int = 5) -> dict:
     """Top-k before and after an intervention, for one image's (K,) probabilities.
 
@@ -341,32 +276,3 @@ def topk_change(before_probs: np.ndarray, after_probs: np.ndarray, k: int = 5) -
             "kept": int(np.intersect1d(bi, ai).size), "top1_changed": bool(bi[0] != ai[0])}
 
 
-# --------------------------------------------------------------------------- paper facts
-
-
-class PaperRow(NamedTuple):
-    """One row of the paper's reduction-ratio table (errors in %, params in millions)."""
-
-    reduction: int | str
-    top1_err: float
-    top5_err: float
-    params_m: float
-
-
-PAPER_CITATION = ("Hu, Shen, Albanie, Sun, Wu. Squeeze-and-Excitation Networks. IEEE TPAMI "
-                  "42(8), 2020, Table 10: SE-ResNet-50 on ImageNet, single-crop 224x224 "
-                  "error (%) and parameters at different reduction ratios r.")
-PAPER_REDUCTION_TABLE: tuple[PaperRow, ...] = (
-    PaperRow(2, 22.29, 6.00, 45.7),
-    PaperRow(4, 22.25, 6.09, 35.7),
-    PaperRow(8, 22.26, 5.99, 30.7),
-    PaperRow(16, 22.28, 6.03, 28.1),
-    PaperRow(32, 22.72, 6.20, 26.9),
-    PaperRow("ResNet-50", 23.30, 6.55, 25.6),
-)
-PAPER_FIG6_BLOCKS = ("SE_2_3", "SE_3_4", "SE_4_6", "SE_5_1", "SE_5_2", "SE_5_3")
-PAPER_FIG6_FINDING = (
-    "In the paper's Fig. 6 (goldfish, pug, plane, cliff) the early blocks' gates are nearly "
-    "the same for every class, so early SE is class-agnostic, while deeper blocks become "
-    "class-specific; SE_5_2 saturates near 1 (almost an identity) and SE_5_3 differs across "
-    "classes mostly in scale, so removing the last stage's SE costs little accuracy.")

@@ -1,7 +1,7 @@
 """Shard files of a dataset run: float64 partial sums, manifest, exact merge, output tables.
 
 Numpy and the standard library only (no paddle), so it can be read, merged and tested
-without a model. Written by ``se_viz.dataset`` (which also re-exports these names):
+without a model. Written by `se_viz.dataset.analyze`:
 
     manifest.json           settings + hash of the file list (`claim_output`, `read_manifest`)
     files.jsonl             line i = ["class", "path/relative/to/DIR"] of image i (`FileList`)
@@ -18,47 +18,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import SEVizError
+from .. import maths
+from ..errors import DatasetError
+from ..paths import atomic_file, atomic_write, cleanup_partials
+from .files import FileList
 
 if TYPE_CHECKING:  # hints only: shards never imports Pillow or paddle
-    from .images import Preprocessing
+    from ..images import Preprocessing
 
 MANIFEST_FORMAT = "se_viz.dataset/1"
 SHARD_FORMAT = "se_viz.dataset_shard/1"
 TOP = 5
-
-
-class DatasetError(SEVizError, ValueError):
-    """The folder, the output folder or the settings of a dataset run cannot be used."""
-
-
-@dataclass(frozen=True)
-class FileList:
-    """Sorted images of an ImageFolder: files[i] (relative, '/') has class classes[labels[i]]."""
-
-    root: Path
-    classes: tuple[str, ...]
-    files: tuple[str, ...]
-    labels: np.ndarray  # (N,) int64
-
-    def lines(self) -> Iterator[str]:
-        for f, k in zip(self.files, self.labels):
-            yield json.dumps([self.classes[k], f]) + "\n"
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for line in self.lines():
-            h.update(line.encode("utf-8", "surrogateescape"))
-        return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- shards
@@ -108,17 +86,14 @@ class ShardSums:
 def image_rows(index: np.ndarray, gates: Sequence[np.ndarray], probs: np.ndarray
                ) -> dict[str, np.ndarray]:
     """Per-image rows: top-1 class and probability; per block (n, B) mean gate and normalised
-    entropy (as analysis.normalized_entropy) and (n, B, 5) top-5 channels (-1 pads C < 5)."""
+    entropy (`se_viz.maths.normalized_entropy`) and (n, B, 5) top-5 channels (-1 pads C < 5)."""
     means, ents, tops = [], [], []
     for g in gates:
-        g = np.clip(np.asarray(g, np.float64), 0.0, None)
-        total = g.sum(axis=1, keepdims=True)
-        p = np.divide(g, total, out=np.zeros_like(g), where=total > 0)
-        h = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=1)
-        ent = np.clip(h / np.log(g.shape[1]), 0, 1) if g.shape[1] > 1 else np.ones(len(g))
+        g = np.asarray(g, np.float64)
         means.append(g.mean(axis=1))
-        ents.append(np.where(total[:, 0] > 0, ent, 1.0))
-        top = np.argsort(-g, axis=1, kind="stable")[:, :TOP]
+        ents.append(np.asarray(maths.normalized_entropy(g)).reshape(len(g)) if len(g)
+                    else np.zeros(0))
+        top = maths.top_k(g, TOP)[0]
         tops.append(np.pad(top, ((0, 0), (0, TOP - top.shape[1])), constant_values=-1))
     return {"index": np.asarray(index, np.int64), "pred": probs.argmax(axis=1).astype(np.int64),
             "prob": probs.max(axis=1).astype(np.float32),
@@ -155,14 +130,9 @@ def shard_done(path: Path, key: str) -> bool:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    """Write an .npz atomically (se_viz.paths.atomic_file)."""
+    with atomic_file(path) as handle:
         np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def wait_for_shards(out: Path, total: int, timeout: float | None, poll: float = 1.0) -> None:
@@ -225,19 +195,14 @@ def claim_output(out: Path, files: FileList, manifest: dict) -> None:
     if target.exists():
         _same_run(read_manifest(out), manifest, out)
     if not target.exists() or not (out / "files.jsonl").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".files.jsonl.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
+        with atomic_file(out / "files.jsonl", "w", encoding="utf-8",
+                         errors="surrogateescape") as handle:
             handle.writelines(files.lines())
-        os.replace(tmp, out / "files.jsonl")
-    tmp = out / f".manifest.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    try:
-        os.link(tmp, target)  # atomic create-if-absent: concurrent ranks cannot both win
+    try:  # atomic create-if-absent: concurrent ranks cannot both win
+        with atomic_file(target, "w", exclusive=True, encoding="utf-8") as handle:
+            handle.write(json.dumps(manifest, indent=1))
     except FileExistsError:
         _same_run(read_manifest(out), manifest, out)
-    finally:
-        tmp.unlink()
 
 
 def _same_run(old: dict, new: dict, out: Path) -> None:
@@ -266,7 +231,7 @@ def n_shards(key: dict) -> int:
 
 def merge(out: Path, manifest: dict):
     """stats (se_viz.report.DatasetStats) from every shard, summed in shard order (exact)."""
-    from .report import stats_from_sums
+    from ..analysis.dataset_stats import stats_from_sums
 
     key = manifest["key"]
     width = sum(key["channels"])
@@ -288,15 +253,15 @@ def merge(out: Path, manifest: dict):
 
 def write_tables(out: Path, manifest: dict) -> list[tuple[str, str]]:
     """per_image.csv and skipped.txt, streamed shard by shard; returns the skipped files."""
-    from .labels import label_for
+    from ..labels import label_for
 
     key = manifest["key"]
     header = ["file", "class", "pred_index", "pred_name", "top1_prob"] + \
         [f"{b}_{what}" for b in key["blocks"] for what in ("mean", "entropy", "top5")]
     skipped: list[tuple[str, str]] = []
-    tmp = out / f".per_image.csv.{os.getpid()}.tmp"
     with open(out / "files.jsonl", encoding="utf-8", errors="surrogateescape") as listing, \
-            open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            atomic_file(out / "per_image.csv", "w", newline="", encoding="utf-8",
+                        errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for s in range(n_shards(key)):
@@ -312,10 +277,9 @@ def write_tables(out: Path, manifest: dict) -> list[tuple[str, str]]:
                                                 d["top5"][r])]
                 writer.writerow([name, cls, pred, label_for(pred, key["num_classes"]),
                                  f"{d['prob'][r]:.6f}", *(v for t in per_block for v in t)])
-    os.replace(tmp, out / "per_image.csv")
     _csv_to_parquet(out / "per_image.csv", out / "per_image.parquet", header)
     text = "".join(f"{name}\t{reason}\n" for name, reason in skipped)
-    (out / "skipped.txt").write_text(text, encoding="utf-8", errors="surrogateescape")
+    atomic_write(out / "skipped.txt", text)
     return skipped
 
 
@@ -330,20 +294,18 @@ def _csv_to_parquet(source: Path, target: Path, header: Sequence[str]) -> None:
     types = {h: pa.string() if h in text else pa.int64() if h == "pred_index" else pa.float64()
              for h in header}
     reader = pa_csv.open_csv(source, convert_options=pa_csv.ConvertOptions(column_types=types))
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with pq.ParquetWriter(tmp, reader.schema) as writer:
+    with atomic_file(target) as handle, pq.ParquetWriter(handle, reader.schema) as writer:
         for batch in reader:
             writer.write_batch(batch)
-    os.replace(tmp, target)
 
 
 def finish(out: Path, manifest: dict) -> list[tuple[str, str]]:
     """Merge the shards and write stats.npz, per_image.csv, skipped.txt and report.html."""
-    from .report import stats_arrays, write_report
+    from ..analysis.dataset_stats import stats_arrays
+    from .report import write_report
 
     stats = merge(out, manifest)
-    for stale in (out / "shards").glob(".shard_*.tmp"):  # left by killed runs; all shards exist
-        stale.unlink(missing_ok=True)
+    cleanup_partials(out / "shards")  # left by killed runs; every shard exists now
     skipped = write_tables(out, manifest)
     if stats.all_count == 0:
         raise DatasetError(f"none of the {len(skipped)} files could be used (reasons in "

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WeightsError
+from ..arch import LAYOUT_ARCH
+from ..errors import WeightsError
+from ..paths import atomic_write
+from ..results import SEParameters
 
-LAYOUT_ARCH = {"paddleclas": "se_resnet50_vd", "se_viz": "se_resnet50", "timm": "se_resnet50"}
 SUFFIXES = (".pdparams", ".safetensors", ".pth", ".pt", ".bin")
 _PADDLE_META_KEYS = ("StructuredToParameterName@@",)
 
@@ -209,11 +211,11 @@ _BN = {"weight": "weight", "bias": "bias", "_mean": "running_mean", "_variance":
 _BN_BACK = {v: k for k, v in _BN.items()}
 
 
-def _linear_from_conv(w: np.ndarray) -> np.ndarray:
+def linear_from_conv(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1]).T)
 
 
-def _conv_from_linear(w: np.ndarray) -> np.ndarray:
+def conv_from_linear(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.T[:, :, None, None])
 
 
@@ -239,7 +241,7 @@ def timm_key(key: str) -> tuple[str, Callable[[np.ndarray], np.ndarray] | None]:
             return f"{prefix}.downsample.1.{_BN[c[1]]}", None
         if c := re.fullmatch(r"scale\.(squeeze|excitation)\.(weight|bias)", rest):
             fc = "fc1" if c[1] == "squeeze" else "fc2"
-            return f"{prefix}.se.{fc}.{c[2]}", (_conv_from_linear if c[2] == "weight" else None)
+            return f"{prefix}.se.{fc}.{c[2]}", (conv_from_linear if c[2] == "weight" else None)
     if key == "out.weight":
         return "fc.weight", _transpose
     if key == "out.bias":
@@ -256,7 +258,7 @@ def to_timm(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-_TIMM_INVERSE = {_conv_from_linear: _linear_from_conv, _transpose: _transpose}
+_TIMM_INVERSE = {conv_from_linear: linear_from_conv, _transpose: _transpose}
 
 
 def from_timm(state: Mapping[str, np.ndarray], target_keys: list[str]) -> dict[str, np.ndarray]:
@@ -312,7 +314,11 @@ def check_state(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
 
 def to_model_layout(arrays: Mapping[str, np.ndarray], arch: str,
                     expected: Mapping[str, tuple], name: str) -> tuple[dict, str]:
-    """Map a file's arrays onto ``arch``'s keys: (state dict, detected layout)."""
+    """Map a file's arrays onto ``arch``'s keys and shapes: (state dict, detected layout).
+
+    SE weights are converted to whichever form ``expected`` has: Linear [in, out] or 1x1
+    conv [out, in, 1, 1] (so every file loads into both SE implementations).
+    """
     layout = detect_layout(arrays)
     if layout == "cadene":
         raise WeightsError(f"{name} is a Cadene/legacy_seresnet50 checkpoint (stride on the first "
@@ -324,9 +330,25 @@ def to_model_layout(arrays: Mapping[str, np.ndarray], arch: str,
                            f"use arch '{want_arch}' (--arch {want_arch}).")
     if layout == "timm":
         arrays = from_timm(arrays, list(expected))
-    state = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+    state = {k: se_shaped(k, np.asarray(v, dtype=np.float32), expected.get(k))
+             for k, v in arrays.items()}
     check_state(state, expected, name, layout)
     return state, layout
+
+
+_SE_WEIGHT = re.compile(r".*\.scale\.(squeeze|excitation)\.weight")
+
+
+def se_shaped(key: str, value: np.ndarray, want: tuple | None) -> np.ndarray:
+    """An SE weight in the form ``want`` asks for: Linear [in, out] <-> conv [out, in, 1, 1]
+    (other arrays, and arrays already in that form, are returned as they are)."""
+    if want is None or not _SE_WEIGHT.fullmatch(key) or len(want) == value.ndim:
+        return value
+    if value.ndim == 2 and len(want) == 4:
+        return conv_from_linear(value)
+    if value.ndim == 4 and len(want) == 2 and value.shape[2:] == (1, 1):
+        return linear_from_conv(value)
+    return value
 
 
 def load_arrays(model: object, arrays: Mapping[str, np.ndarray], name: str = "weights"
@@ -341,23 +363,68 @@ def load_arrays(model: object, arrays: Mapping[str, np.ndarray], name: str = "we
 
 
 def export_state(model: object) -> dict[str, np.ndarray]:
-    """The model's state dict as contiguous float32 numpy arrays (se_viz layout)."""
-    return {k: np.ascontiguousarray(v.numpy(), dtype=np.float32)
-            for k, v in model.state_dict().items()}
+    """The model's state dict as contiguous float32 numpy arrays, in se_viz's layout: SE
+    weights as Linear [in, out] whatever the model's SE implementation, so that a file
+    written from it loads into either."""
+    out = {}
+    for key, value in model.state_dict().items():
+        arr = np.ascontiguousarray(value.numpy(), dtype=np.float32)
+        out[key] = linear_from_conv(arr) if _SE_WEIGHT.fullmatch(key) and arr.ndim == 4 else arr
+    return out
+
+
+def init_seeded(model: object, seed: int = 0) -> None:
+    """Deterministic initialisation from numpy (independent of Paddle's global RNG), the
+    same numbers for both SE implementations.
+
+    Convolutions: He-normal; the last BN of each bottleneck: gamma 0.5 (keeps the
+    untrained residual stream bounded); other BN: gamma 1, beta 0, mean 0, var 1;
+    Linear (SE layers in their Linear form, the head): uniform(+-1/sqrt(fan_in)).
+    """
+    rng = np.random.default_rng(seed)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = {}
+    for name, shape in shapes.items():
+        if _SE_WEIGHT.fullmatch(name) and len(shape) == 4:
+            shape = (shape[1], shape[0])  # drawn in the Linear form [in, out]
+        if name.endswith("_conv.weight"):
+            value = rng.normal(0.0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape)
+        elif name.endswith("_batch_norm.weight"):
+            value = np.full(shape, 0.5 if ".conv2." in name else 1.0)
+        elif name.endswith(("_batch_norm.bias", "_batch_norm._mean")):
+            value = np.zeros(shape)
+        elif name.endswith("_batch_norm._variance"):
+            value = np.ones(shape)
+        elif name.endswith(".weight"):  # Linear [in, out]
+            value = rng.uniform(-1.0 / np.sqrt(shape[0]), 1.0 / np.sqrt(shape[0]), shape)
+        elif name.endswith(".bias"):
+            w = shapes[name[:-4] + "weight"]
+            fan_in = w[1] if len(w) == 4 else w[0]
+            value = rng.uniform(-1.0 / np.sqrt(fan_in), 1.0 / np.sqrt(fan_in), shape)
+        else:  # pragma: no cover - every SEResNet key is handled above
+            raise KeyError(f"no initialiser for {name}")
+        state[name] = value.astype(np.float32)
+    for key, param in model.state_dict().items():
+        param.set_value(se_shaped(key, state[key], shapes[key]))
 
 
 def save_safetensors(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
                      metadata: Mapping[str, str] | None = None) -> Path:
-    """Write arrays to ``path`` atomically (temp file + rename)."""
+    """Write arrays to ``path`` atomically (se_viz.paths.atomic_write)."""
     from safetensors.numpy import save
 
-    path = Path(path)
     data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
                 metadata={k: str(v) for k, v in (metadata or {}).items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, data)
+
+
+def se_parameters(model: object) -> dict[str, SEParameters]:
+    """Block name -> its SE weights as float32 numpy copies in the Linear form (w1 (C, h),
+    b1 (h,), w2 (h, C), b2 (C,)), whatever the model's SE implementation."""
+    from .model import se_blocks
+
+    state = export_state(model)
+    return {name: SEParameters(*(state[f"{path}.{layer}.{kind}"]
+                                 for layer in ("squeeze", "excitation")
+                                 for kind in ("weight", "bias")))
+            for name, path, _ in se_blocks(model)}

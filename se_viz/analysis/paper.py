@@ -1,0 +1,33 @@
+"""Facts from the SENet paper (Hu et al., TPAMI 2020) that the views compare against."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class PaperRow(NamedTuple):
+    """One row of the paper's reduction-ratio table (errors in %, params in millions)."""
+
+    reduction: int | str
+    top1_err: float
+    top5_err: float
+    params_m: float
+
+
+PAPER_CITATION = ("Hu, Shen, Albanie, Sun, Wu. Squeeze-and-Excitation Networks. IEEE TPAMI "
+                  "42(8), 2020, Table 10: SE-ResNet-50 on ImageNet, single-crop 224x224 "
+                  "error (%) and parameters at different reduction ratios r.")
+PAPER_REDUCTION_TABLE: tuple[PaperRow, ...] = (
+    PaperRow(2, 22.29, 6.00, 45.7),
+    PaperRow(4, 22.25, 6.09, 35.7),
+    PaperRow(8, 22.26, 5.99, 30.7),
+    PaperRow(16, 22.28, 6.03, 28.1),
+    PaperRow(32, 22.72, 6.20, 26.9),
+    PaperRow("ResNet-50", 23.30, 6.55, 25.6),
+)
+PAPER_FIG6_BLOCKS = ("SE_2_3", "SE_3_4", "SE_4_6", "SE_5_1", "SE_5_2", "SE_5_3")
+PAPER_FIG6_FINDING = (
+    "In the paper's Fig. 6 (goldfish, pug, plane, cliff) the early blocks' gates are nearly "
+    "the same for every class, so early SE is class-agnostic, while deeper blocks become "
+    "class-specific; SE_5_2 saturates near 1 (almost an identity) and SE_5_3 differs across "
+    "classes mostly in scale, so removing the last stage's SE costs little accuracy.")

@@ -1,0 +1,22 @@
+"""The app's views, one module each: its tab label (``LABEL``) and ``render(page)`` side by
+side. `VIEWS` is the one table of them, in tab order; a tab's label greps to its module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import (block_explorer, class_baseline, compare_blocks, compare_images, export,
+               interventions, overview, reduction)
+
+
+@dataclass(frozen=True)
+class View:
+    label: str
+    render: Callable
+
+
+VIEWS = tuple(View(m.LABEL, m.render) for m in (
+    overview, block_explorer, compare_blocks, compare_images, class_baseline, reduction,
+    interventions, export))
+LABELS = tuple(v.label for v in VIEWS)

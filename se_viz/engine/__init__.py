@@ -1,0 +1,20 @@
+"""The only package in se_viz that imports paddle, paddle2onnx or onnxruntime.
+
+    model.py    the network, written once (SE block, bottleneck, SEResNet)
+    weights.py  strict, safe reading of weight files; key maps between layouts
+    download.py fetching the pretrained files into the cache
+    build.py    build_model, verify_weights
+    hooks.py    the gate recorder (eager capture, interventions, symbolic for tracing)
+    traced.py   the same recorder traced once: the fast engine on ONNX Runtime
+    capture.py  capture(): either engine behind one call
+    costs.py    parameters and multiply-adds, counted from the built model
+    runtime.py  CPU threads, eager mode across threads
+
+Importing it lets Paddle use every core (``$SE_VIZ_THREADS`` overrides that).
+"""
+
+from __future__ import annotations
+
+from .runtime import set_cpu_threads
+
+set_cpu_threads()

@@ -1,0 +1,491 @@
+"""The fast engine: the model's own forward, traced once with the gate recorder, run by
+ONNX Runtime.
+
+`TracedForward` runs the model inside a symbolic `GateRecorder`; ``paddle.jit.to_static``
+traces it, the recorder's hooks hand out the traced gates, squeeze values (and, for the
+``maps`` variant, every block's maps before SE), and the traced program returns them as
+extra outputs. The program is saved with ``paddle.jit.save``, converted by ``paddle2onnx``
+and run by ONNX Runtime. Nothing here restates the network: a change to
+`se_viz.engine.model` needs no change here.
+
+* Cache key: sha256 of the traced program (framework-generated names replaced by the
+  model's own parameter names) and of every weight. Any change to the network or the
+  weights gets its own graph; there is no version to bump. Graphs live in
+  ``paths.graph_cache_dir()`` (the `KEEP_GRAPHS` most recently used).
+* A graph is used only after it matched the eager hooks on a probe input (paddle2onnx
+  logs and swallows its own errors). Its default optimiser (Polygraphy) is never selected:
+  it tries to pip-install packages at run time.
+* A model changed after its graph was made (a sublayer swapped or its forward replaced, a
+  foreign hook added, weights changed in place) is detected before every run
+  (`ModelState`) and traced again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+from paddle import nn
+
+from ..paths import atomic_write, graph_cache_dir
+from ..results import Capture, FeatureMaps
+from .hooks import GateRecorder, capture_hooks, check_names, model_lock
+from .model import SEResNet, se_blocks
+from .runtime import cpu_threads
+from .weights import export_state
+
+KEEP_GRAPHS = 4   # graph files kept on disk (~110 MB each at full size), newest first
+OPSET = 17
+PROBE_SIZE = 64   # pixels of the probe image a new graph must reproduce
+PROBE_ATOL = 1e-3  # largest gate difference accepted on the probe (float reordering: ~2e-4)
+log = logging.getLogger("se_viz")
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """True when paddle2onnx, onnx and onnxruntime can be imported."""
+    try:
+        import onnxruntime  # noqa: F401
+        import paddle2onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def supports(model: object) -> bool:
+    """True for an se_viz `SEResNet` whose weights are float32 on the CPU."""
+    if not isinstance(model, SEResNet):
+        return False
+    return all(t.place.is_cpu_place() and t.dtype == paddle.float32
+               for t in model.state_dict().values())
+
+
+# ----------------------------------------------------------------------------- tracing
+class TracedForward(nn.Layer):
+    """``model``'s forward with a symbolic `GateRecorder` around it: what gets traced.
+
+    Returns [logits, gates (N, sum of C), squeeze (N, sum of C)] and, with ``maps``, every
+    block's maps before SE (N, C, H', W'), blocks in forward order.
+    """
+
+    def __init__(self, model: SEResNet, maps: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.features = tuple(name for name, _, _ in se_blocks(model)) if maps else ()
+
+    def forward(self, images: paddle.Tensor) -> list[paddle.Tensor]:
+        return _record(self.model, self.features, images)
+
+
+@paddle.jit.not_to_static
+def _record(model: SEResNet, features: tuple[str, ...], images: paddle.Tensor) -> list:
+    """The recorder around the model's forward; plain Python for the tracer, which still
+    traces every layer the model calls."""
+    with GateRecorder(model, features, symbolic=True) as recorder:
+        logits = model(images)
+    return recorder.outputs(logits)
+
+
+def trace(model: SEResNet, maps: bool, folder: Path) -> Path:
+    """Trace ``model`` into ``folder`` (``paddle.jit.save``: program.json + .pdiparams);
+    returns the path prefix."""
+    prefix = folder / "program"
+    spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "images")]
+    with model_lock(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        was_training = model.training
+        model.eval()
+        try:
+            static = paddle.jit.to_static(TracedForward(model, maps), input_spec=spec,
+                                          full_graph=True)
+            with quiet():  # "PIR not support input out tensor" (harmless)
+                paddle.jit.save(static, str(prefix))
+        finally:
+            if was_training:
+                model.train()
+    return prefix
+
+
+_PARAM = re.compile(r'"([A-Za-z][A-Za-z0-9_]*\.[A-Za-z]_\d+)"')
+_SCOPE = re.compile(r'"/[^"]*/"')
+
+
+def program_text(model: SEResNet, program: Path) -> str:
+    """The saved program with every framework-generated name made stable: parameters get
+    the model's own state-dict keys, name scopes (``/SEResNet_1/...``) are dropped. Two
+    models with the same network give the same text, whatever was built before them."""
+    names = {t.name: key for key, t in model.state_dict().items()}
+    text = program.read_text("utf-8")
+    text = _PARAM.sub(lambda m: f'"{names.get(m[1], m[1])}"', text)
+    return _SCOPE.sub('"/"', text)
+
+
+def weights_digest(model: SEResNet) -> str:
+    """sha256 over every weight of ``model``: names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for key, arr in export_state(model).items():
+        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def graph_key(model: SEResNet, program: Path) -> str:
+    """The cache key: the traced program and the weights."""
+    h = hashlib.sha256(b"se_viz-traced-graph\n")
+    h.update(program_text(model, program).encode())
+    h.update(weights_digest(model).encode())
+    return h.hexdigest()
+
+
+def to_onnx(prefix: Path) -> bytes:
+    """paddle2onnx (no optimiser, opset 17) of a saved program: the ONNX bytes. It logs and
+    swallows its own errors, so an empty result is reported here, with its log."""
+    import paddle2onnx
+
+    with quiet() as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = paddle2onnx.export(str(prefix.with_suffix(".json")),
+                                  str(prefix.with_suffix(".pdiparams")), save_file=None,
+                                  opset_version=OPSET, optimize_tool="None", verbose=False)
+    if not data:
+        raise GraphError("paddle2onnx converted nothing for the traced program (its log: "
+                           f"{log()[-400:]!r}); use engine='eager'")
+    return bytes(data)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Collect what Paddle's and paddle2onnx's C++ code prints to stdout and stderr (file
+    descriptors 1 and 2) while tracing and converting; yields a function returning it.
+    Other threads' prints in that second end up there too."""
+    import sys
+
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        text: list[str] = []
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield lambda: "".join(text)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text.append(sink.read().decode("utf-8", "replace"))
+
+
+# ----------------------------------------------------------------------------- runtime
+def ort_session(onnx: bytes, threads: int):
+    """An ONNX Runtime CPU session with every graph optimisation, ``threads`` intra-op
+    threads, spinning only while it runs, and no per-initialiser warnings."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # no "unused initialiser" warning per weight
+    # Spin while running (many small ops at batch 1), stop right after: the app's
+    # Python work after a capture gets the cores back.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    return ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+
+
+class FastGraph:
+    """An ONNX Runtime session over a traced graph; `run` returns a `Capture`."""
+
+    def __init__(self, onnx: bytes, blocks: Sequence[tuple[str, int]], maps: bool,
+                 threads: int) -> None:
+        self.session = ort_session(onnx, threads)
+        self.input = self.session.get_inputs()[0].name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.blocks = [name for name, _ in blocks]
+        self.maps = maps
+        expected = 3 + (len(self.blocks) if maps else 0)
+        if len(self.outputs) != expected:
+            raise GraphError(f"the traced graph has {len(self.outputs)} outputs, expected "
+                               f"{expected}; use engine='eager'")
+        edges = np.cumsum([0] + [int(c) for _, c in blocks])
+        self._columns = {n: slice(int(a), int(b)) for n, a, b in zip(self.blocks, edges, edges[1:])}
+        self._map_out = dict(zip(self.blocks, self.outputs[3:])) if maps else {}
+
+    def run(self, batch: np.ndarray, features: Sequence[str] = ()) -> Capture:
+        """Capture of one (N, 3, H, W) float32 batch: logits, every gate and squeeze (views
+        into the concatenated outputs) and, for the blocks in ``features`` (maps variant),
+        the maps before and after SE (before * gate, as the block computes it)."""
+        if features and not self.maps:
+            raise ValueError("this graph has no feature-map outputs; use the maps variant")
+        wanted = self.outputs[:3] + [self._map_out[n] for n in features]
+        out = self.session.run(wanted, {self.input: batch})
+        gates = {n: out[1][:, cols] for n, cols in self._columns.items()}
+        maps = {n: FeatureMaps(m, m * gates[n][:, :, None, None]) for n, m in zip(features, out[3:])}
+        return Capture(logits=out[0], gates=gates,
+                       squeeze={n: out[2][:, cols] for n, cols in self._columns.items()},
+                       features=maps)
+
+
+class ModelState:
+    """What a graph was made from, checked before every run in about half a millisecond at
+    full size: every sublayer (identity, class, a replaced forward, its hooks), every
+    parameter and buffer object, and their contents (data pointers, in-place versions and
+    its first, middle and last values read in place).
+
+    It walks Paddle's per-layer dicts (``_sub_layers``, ``_parameters``, ``_buffers`` and
+    the hook dicts) directly: the public iterators cost several times as much."""
+
+    def __init__(self, model: SEResNet) -> None:
+        self.model = weakref.ref(model)
+        self.structure, self.tensors = self._walk(model)
+        self.views = [self._view(t) for t in self.tensors]
+        self.index = [np.unique(np.array([0, v.size // 2, v.size - 1], np.intp))
+                      for v in self.views]
+        self.contents = self._contents()
+
+    @staticmethod
+    def _walk(model: nn.Layer) -> tuple[list, list]:
+        """A flat list of what the forward depends on (sublayers, their classes, replaced
+        forwards, hook ids, parameter and buffer objects) and the tensors. The model itself
+        is not in it (only weakly referenced), so a dropped model is freed."""
+        structure, tensors, stack = [], [], [model]
+        add, keep = structure.append, tensors.append
+        while stack:
+            layer = stack.pop()
+            pre, post = layer._forward_pre_hooks, layer._forward_post_hooks
+            add(None if layer is model else layer)
+            add(type(layer))
+            add(layer.__dict__.get("forward"))
+            add(tuple(pre) if pre else ())
+            add(tuple(post) if post else ())
+            for group in (layer._parameters, layer._buffers):
+                for t in group.values():
+                    if t is not None:
+                        add(t)
+                        keep(t)
+            stack += layer._sub_layers.values()
+        return structure, tensors
+
+    def _same_structure(self, model: nn.Layer) -> bool:
+        now = self._walk(model)[0]
+        return len(now) == len(self.structure) and all(
+            a is b or (type(a) is tuple and a == b) for a, b in zip(now, self.structure))
+
+    @staticmethod
+    def _view(t: paddle.Tensor) -> np.ndarray:
+        n = int(np.prod(t.shape))
+        return np.ctypeslib.as_array((ctypes.c_float * n).from_address(t.data_ptr()))
+
+    def _contents(self) -> tuple:
+        ptrs = [t.data_ptr() for t in self.tensors]
+        versions = [t._inplace_version() for t in self.tensors]
+        if getattr(self, "contents", None) is not None and ptrs != self.contents[0]:
+            return ptrs, versions, b""  # moved: never read memory through the old views
+        sample = np.concatenate([v[i] for v, i in zip(self.views, self.index)])
+        return ptrs, versions, sample.tobytes()
+
+    def changed(self) -> bool:
+        model = self.model()
+        if model is None or not self._same_structure(model):
+            return True
+        return self._contents() != self.contents
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """How a model object got its graph: ``source`` "built" (traced, converted, probed;
+    stored at ``path``, None if the cache is not writable) or "disk" (traced to find the
+    key, then loaded from ``path``); ``seconds`` for all of it, session included."""
+
+    key: str
+    path: Path | None
+    source: str
+    seconds: float
+    threads: int
+    maps: bool = False
+
+
+class GraphError(RuntimeError):
+    """The traced graph could not be made or did not reproduce the eager forward; captures
+    of this model (as it is now) use the eager hooks instead (engine="auto")."""
+
+
+@dataclass
+class _Binding:
+    graph: FastGraph | None
+    state: ModelState
+    info: GraphInfo | None
+    error: str = ""
+
+
+# model -> {maps: binding}: each variant of a model's graph is made once per model state
+_BINDINGS: "weakref.WeakKeyDictionary[SEResNet, dict[bool, _Binding]]" = \
+    weakref.WeakKeyDictionary()
+_BUILD_LOCK = threading.Lock()
+
+
+def graph_for(model: SEResNet, maps: bool = False) -> tuple[FastGraph, GraphInfo]:
+    """The fast graph of ``model`` as it is now (``maps``: the variant with feature-map
+    outputs) and how it was obtained: kept per model object, else traced and loaded from
+    the disk cache, else traced, converted and probed (thread-safe). `GraphError` when no
+    graph can be made for the model as it is (remembered until the model changes)."""
+    binding = _BINDINGS.get(model, {}).get(maps)
+    if binding is None or _stale(model, binding):
+        with _BUILD_LOCK:
+            variants = _BINDINGS.setdefault(model, {})
+            binding = variants.get(maps)
+            if binding is None or _stale(model, binding):
+                binding = variants[maps] = _bind_or_fail(model, maps)
+    if binding.graph is None:
+        raise GraphError(binding.error)
+    return binding.graph, binding.info
+
+
+def _bind_or_fail(model: SEResNet, maps: bool) -> _Binding:
+    try:
+        return _bind(model, maps)
+    except GraphError as exc:
+        log.warning("no fast graph for this model (captures use the eager hooks): %s", exc)
+        return _Binding(None, ModelState(model), None, str(exc))
+
+
+def _stale(model: SEResNet, binding: _Binding) -> bool:
+    """Checked under the model's lock: an eager capture's own hooks are not a change."""
+    with model_lock(model):
+        return binding.state.changed()
+
+
+def bound(model: object) -> bool:
+    """Whether ``model`` already has a graph (then `graph_for` checks it is still current;
+    a model whose weights moved off the CPU or changed type is traced again and refused)."""
+    try:
+        return any(b.graph is not None for b in _BINDINGS.get(model, {}).values())
+    except TypeError:  # not weak-referenceable: never bound
+        return False
+
+
+def forget(model: SEResNet) -> None:
+    """Drop ``model``'s graphs from memory (the disk cache stays)."""
+    with _BUILD_LOCK:
+        _BINDINGS.pop(model, None)
+
+
+def _bind(model: SEResNet, maps: bool) -> _Binding:
+    start = time.perf_counter()
+    if not supports(model):
+        raise ValueError(f"the fast graph needs an se_viz SEResNet with float32 CPU weights, "
+                         f"got {type(model).__name__}; use engine='eager'")
+    state = ModelState(model)
+    blocks = [(name, se.channels) for name, _, se in se_blocks(model)]
+    threads = cpu_threads()
+    with tempfile.TemporaryDirectory(prefix="se_viz_trace_") as tmp:
+        try:
+            prefix = trace(model, maps, Path(tmp))
+        except Exception as exc:  # Paddle's tracer raises many kinds; none is fatal here
+            raise GraphError(f"paddle.jit.to_static could not trace the model ({type(exc).__name__}: "
+                             f"{str(exc)[:300]})") from exc
+        key = graph_key(model, prefix.with_suffix(".json"))
+        data, path = _load_cached(key)
+        source = "disk"
+        if data is None:
+            data, source = to_onnx(prefix), "built"
+    graph = FastGraph(data, blocks, maps, threads)
+    if source == "built":
+        _probe(model, graph)
+        path = _store(key, data)
+    info = GraphInfo(key, path, source, time.perf_counter() - start, threads, maps)
+    return _Binding(graph, state, info)
+
+
+def _probe(model: SEResNet, graph: FastGraph) -> None:
+    """Refuse a graph that does not reproduce the eager hooks on a seeded probe image."""
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, PROBE_SIZE, PROBE_SIZE)).astype(np.float32)
+    features = graph.blocks[-1:] if graph.maps else ()
+    got, ref = graph.run(x, features), capture_hooks(model, x, features)
+    worst = max(float(np.abs(got.gates[n] - ref.gates[n]).max()) for n in ref.gates)
+    scale = float(np.abs(ref.logits).max()) + 1.0
+    logit_gap = float(np.abs(got.logits - ref.logits).max()) / scale
+    maps_gap = max((float(np.abs(got.features[n].before - f.before).max()) /
+                    (float(np.abs(f.before).max()) + 1.0) for n, f in ref.features.items()),
+                   default=0.0)
+    if not (worst <= PROBE_ATOL and logit_gap <= PROBE_ATOL and maps_gap <= PROBE_ATOL):
+        raise GraphError(f"the converted graph differs from the eager forward on a probe "
+                           f"image (gates {worst:.2g}, logits {logit_gap:.2g}, maps "
+                           f"{maps_gap:.2g}); use engine='eager'")
+
+
+def _cache_name(key: str, data: bytes) -> str:
+    return f"{key[:32]}.{hashlib.sha256(data).hexdigest()[:16]}.onnx"
+
+
+def _load_cached(key: str) -> tuple[bytes | None, Path | None]:
+    """The bytes of a cached graph whose content hash checks out; damaged files are
+    removed (the caller converts again)."""
+    for path in sorted(graph_cache_dir().glob(f"{key[:32]}.*.onnx")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if path.name == _cache_name(key, data):
+            with contextlib.suppress(OSError):
+                os.utime(path)  # most recently used: kept longest by _prune
+            return data, path
+        path.unlink(missing_ok=True)
+    return None, None
+
+
+def _prune(folder: Path) -> None:
+    """Remove all but the `KEEP_GRAPHS` most recently used graph files."""
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+    for old in sorted(folder.glob("*.onnx"), key=used, reverse=True)[KEEP_GRAPHS:]:
+        old.unlink(missing_ok=True)
+
+
+def _store(key: str, data: bytes) -> Path | None:
+    """Put ``data`` in the graph cache; None if the cache is not writable."""
+    path = graph_cache_dir() / _cache_name(key, data)
+    try:
+        atomic_write(path, data)
+        _prune(path.parent)
+        return path
+    except OSError:
+        return None  # the cache only saves time: a read-only home still captures
+
+
+def capture_fast(model: SEResNet, batch: np.ndarray, batch_size: int = 16,
+                 features: Sequence[str] = ()) -> Capture:
+    """Capture of (N, 3, H, W) float32 ``batch`` through the fast graph, ``batch_size``
+    images per run; the same fields as the hook capture. ``features``: block names whose
+    maps before/after SE to keep (then the maps variant of the graph runs)."""
+    names = [name for name, _, _ in se_blocks(model)]
+    features = check_names(features, names, "feature maps")
+    graph, _ = graph_for(model, maps=bool(features))
+    parts = [graph.run(batch[i:i + batch_size], features)
+             for i in range(0, batch.shape[0], batch_size)]
+    return Capture.concat(parts)

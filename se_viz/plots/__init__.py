@@ -1,0 +1,101 @@
+"""Plotly figures of SE gates, for notebooks, the app and the HTML reports alike.
+
+From a `se_viz.Capture` (``index`` picks the image)::
+
+    cap = se_viz.capture(model, images, features=["SE_4_6"])
+    se_viz.plots.heatmap(cap, 0)          # blocks x channels, fixed 0-1 colour scale
+    se_viz.plots.block_profile(cap, 0)    # mean, std, entropy, share < 0.1 / > 0.9 by depth
+    se_viz.plots.feature_maps(cap, 0, "SE_4_6", k=6)  # top/bottom channels before/after SE
+    se_viz.plots.compare(cap, 0, 1)       # gate difference, image 1 - image 0
+
+Every function returns a ``plotly.graph_objects.Figure`` whose traces hold the capture's
+numbers (hover shows block, channel and value). The builders underneath take plain arrays:
+`gates` (heatmaps, histograms, profiles, the paper's Fig. 6 view), `maps` (feature maps),
+`predictions`, `reduction`, `dataset` (stats.npz figures), `refit`; `style` is the one look.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..analysis import channel_order, stats_table, top_channels
+from ..results import Capture
+from .gates import (
+    difference_heatmap,
+    distance_bars,
+    figure6,
+    gate_curve,
+    gate_heatmap,
+    gate_histogram,
+    similarity_heatmap,
+    squeeze_gate_scatter,
+    stats_profile,
+)
+from .maps import maps_mosaic, overlay
+from .style import to_html
+
+ORDERS = ("natural", "sorted")
+
+
+def _gates(cap: Capture, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < len(cap):
+        raise IndexError(f"image index {index} is outside 0..{len(cap) - 1}")
+    return {b: g[index] for b, g in cap.gates.items()}
+
+
+def heatmap(cap: Capture, index: int = 0, order: str = "natural") -> go.Figure:
+    """Every block's gates of image ``index`` as one heatmap (rows SE_2_1 ... SE_5_3);
+    ``order`` "sorted" lays each row out by gate, largest first (hover keeps the channel)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    gates = _gates(cap, index)
+    orders = None if order == "natural" else {b: channel_order(g, "sorted")
+                                              for b, g in gates.items()}
+    return gate_heatmap(gates, orders, title=f"SE gates of {cap.image_name(index)}")
+
+
+def block_profile(cap: Capture, index: int = 0) -> go.Figure:
+    """Per-block statistics of image ``index`` across depth (mean, std, normalised entropy,
+    share of gates below 0.1 and above 0.9)."""
+    fig = stats_profile(stats_table(_gates(cap, index)))
+    fig.update_layout(title=f"Gate statistics by depth: {cap.image_name(index)}")
+    return fig
+
+
+def feature_maps(cap: Capture, index: int = 0, block: str | None = None, k: int = 6,
+                 largest: bool = True) -> go.Figure:
+    """The ``k`` channels of ``block`` with the largest (or smallest) gates for image
+    ``index``: their maps before SE and after (x * gate) on one colour scale. The capture
+    must hold that block's maps (``se_viz.capture(..., features=[block])``)."""
+    if block is None:
+        if not cap.features:
+            raise ValueError("this capture holds no feature maps; capture with "
+                             "features=['SE_4_6'] (or any block names) first")
+        block = next(iter(cap.features))
+    if block not in cap.features:
+        held = ", ".join(cap.features) or "none"
+        raise ValueError(f"this capture holds no maps of {block} (it has: {held}); capture "
+                         f"with features=[{block!r}]")
+    g = _gates(cap, index)[block]
+    idx = top_channels(g, k, largest)
+    before = cap.features[block].before[index][idx].astype(np.float32)
+    after = cap.features[block].after[index][idx].astype(np.float32)
+    fig = maps_mosaic([("before SE", before), ("after SE (x * gate)", after)], idx, g[idx])
+    which = "largest" if largest else "smallest"
+    fig.update_layout(title=f"{block} of {cap.image_name(index)}: the {len(idx)} channels "
+                            f"with the {which} gates")
+    return fig
+
+
+def compare(cap: Capture, a: int = 0, b: int = 1) -> go.Figure:
+    """The gate difference image ``b`` - image ``a``, per block and channel."""
+    ga, gb = _gates(cap, a), _gates(cap, b)
+    return difference_heatmap(ga, gb, f"Gate difference: {cap.image_name(b)} - "
+                                      f"{cap.image_name(a)}")
+
+
+__all__ = ["heatmap", "block_profile", "feature_maps", "compare", "gate_heatmap",
+           "difference_heatmap", "gate_histogram", "stats_profile", "similarity_heatmap",
+           "figure6", "distance_bars", "squeeze_gate_scatter", "gate_curve", "maps_mosaic",
+           "overlay", "to_html"]
