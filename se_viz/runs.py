@@ -222,3 +222,27 @@ def wait_text(ahead: int, waiting: int) -> str:
         return "Your image is next; the network is busy with another user's image."
     return (f"Queued: {ahead} image(s) of other users ahead of yours ({waiting} waiting). "
             "Each takes about a quarter of a second.")
+
+
+@dataclass(frozen=True)
+class Walkthrough:
+    """One image through one SE block, step by step (`se_viz.analysis.se_steps`), and the
+    tutorial's layers run on the block's input U (`se_viz.engine.tutorial`). maps: U
+    (C, H, W) float32 (from the result's float16 copy)."""
+
+    block: str
+    steps: Any
+    layers: Any
+    maps: np.ndarray
+
+
+def walkthrough(model: Any, res: ImageResult, block: str) -> Walkthrough:
+    """The SE block ``block`` of ``model`` on the image of ``res``, step by step."""
+    from .analysis.se_steps import steps
+    from .engine.tutorial import run_layers
+    from .engine.weights import se_parameters
+
+    params = se_parameters(model, [block])[block]
+    maps = res.maps[block].astype(np.float32)
+    return Walkthrough(block, steps(params, res.squeeze[block], res.gates[block]),
+                       run_layers(params, maps), maps)

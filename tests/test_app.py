@@ -242,8 +242,8 @@ def test_view_changes_never_rerun_the_network(at, forward_calls):
     at.radio(key="order").set_value("sorted by gate").run()
     at.radio(key="order").set_value("sorted by another image").run()
     at.selectbox(key="order_ref").set_value("coffee.jpg").run()
-    for label in ("Block explorer", "Compare blocks", "Compare images", "Interventions",
-                  "Export", "Overview", "Block explorer"):
+    for label in ("Block explorer", "SE block, step by step", "Compare blocks",
+                  "Compare images", "Interventions", "Export", "Overview", "Block explorer"):
         _view(at, label)
     at.selectbox(key="block").set_value("SE_4_6").run()
     at.slider(key="k").set_value(12).run()
@@ -280,6 +280,26 @@ def test_block_explorer_shows_stats_of_the_chosen_block(at, narrow_model):
     at.radio(key="maps_as").set_value("overlay on the image").run()
     _no_exception(at)
     assert len(at.image) >= 2  # top-k and bottom-k overlays
+
+
+def test_se_block_step_by_step_shows_the_blocks_own_gates(at, narrow_model):
+    _upload(at, ("cat.jpg", CAT))
+    _view(at, "SE block, step by step")
+    at.selectbox(key="steps_block").set_value("SE_3_2").run()
+    _no_exception(at)
+    cap = engine.capture(narrow_model, [images.decode_image(CAT)], features=["SE_3_2"])
+    gates, squeeze = cap.gates["SE_3_2"][0], cap.squeeze["SE_3_2"][0]
+    table = at.table[-1].value
+    channels = [int(c) for c in table["channel"]]
+    assert channels[:2] == list(analysis.top_channels(gates, 2))
+    assert channels[2:] == list(analysis.top_channels(gates, 2, largest=False))
+    assert list(table["gate s"]) == [f"{gates[c]:.4f}" for c in channels]
+    assert list(table["squeeze z"]) == [f"{squeeze[c]:.4f}" for c in channels]
+    text = _texts(at.markdown)
+    h = 64 // 16  # SE_3_2 of the narrow model: C = 64, r = 16
+    assert f"`(1, 64) -> (1, {h})`" in text and "y=self.excitation(x)" in text
+    assert "SELayer1 and SELayer2 give the same output" in _texts(at.success)
+    assert len(at.get("plotly_chart")) >= 6  # U, z, hidden, gates, reweight, bug, diagram
 
 
 def test_compare_blocks_states_the_papers_finding(at):

@@ -202,6 +202,7 @@ def test_four_sessions_at_once_each_see_only_their_own_image(server):
 VIEWS = [
     ("Overview", "Top-5 classes", None, None),
     ("Block explorer", "Most amplified (top-k gates)", None, None),
+    ("SE block, step by step", "The published SELayer2", None, None),
     ("Compare blocks", "The paper's finding.", None, None),
     ("Compare images", "Blocks that separate these images most", None, None),
     ("Class baseline", "Open a dataset's statistics", None, None),
@@ -255,7 +256,7 @@ def test_every_view_draws_in_the_browser_without_errors(server):
         finally:
             browser.close()
     print(f"\ncharts drawn per view: {charts}")
-    for tab in ("Overview", "Block explorer", "Compare blocks", "Compare images",
-                "Reduction ratio", "Interventions"):
+    for tab in ("Overview", "Block explorer", "SE block, step by step", "Compare blocks",
+                "Compare images", "Reduction ratio", "Interventions"):
         assert charts[tab] >= 1, (tab, charts)
     assert "Traceback" not in log.read_text()

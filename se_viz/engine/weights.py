@@ -21,7 +21,7 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -418,13 +418,21 @@ def save_safetensors(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
     return atomic_write(path, data)
 
 
-def se_parameters(model: object) -> dict[str, SEParameters]:
+def se_parameters(model: object, blocks: Sequence[str] | None = None
+                  ) -> dict[str, SEParameters]:
     """Block name -> its SE weights as float32 numpy copies in the Linear form (w1 (C, h),
-    b1 (h,), w2 (h, C), b2 (C,)), whatever the model's SE implementation."""
+    b1 (h,), w2 (h, C), b2 (C,)), whatever the model's SE implementation; all blocks, or
+    only ``blocks``."""
     from .model import se_blocks
 
-    state = export_state(model)
-    return {name: SEParameters(*(state[f"{path}.{layer}.{kind}"]
-                                 for layer in ("squeeze", "excitation")
-                                 for kind in ("weight", "bias")))
-            for name, path, _ in se_blocks(model)}
+    out = {}
+    for name, _, se in se_blocks(model):
+        if blocks is not None and name not in blocks:
+            continue
+        arrays = []
+        for layer in (se.squeeze, se.excitation):
+            w = np.ascontiguousarray(layer.weight.numpy(), dtype=np.float32)
+            arrays += [linear_from_conv(w) if w.ndim == 4 else w,
+                       np.ascontiguousarray(layer.bias.numpy(), dtype=np.float32)]
+        out[name] = SEParameters(*arrays)
+    return out

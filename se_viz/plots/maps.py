@@ -44,9 +44,11 @@ def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 
 def maps_mosaic(rows: list[tuple[str, np.ndarray]], channels: np.ndarray,
-                gates: np.ndarray) -> go.Figure:
+                gates: np.ndarray, value: str = "activation",
+                zrange: tuple[float, float] | None = None) -> go.Figure:
     """Rows of k maps (title, (k, H, W)) tiled into ONE heatmap with NaN gaps and one colour
-    scale; channels (k,) ints and gates (k,) floats label the columns."""
+    scale (``zrange`` fixes it, e.g. (0, 1) for gates); channels (k,) ints and gates (k,)
+    floats label the columns; ``value`` names what the maps hold (colour bar, hover)."""
     k, h, w = rows[0][1].shape
     gap = max(1, h // 10)
     z = np.full((len(rows) * (h + gap) - gap, k * (w + gap) - gap), np.nan, np.float32)
@@ -58,9 +60,10 @@ def maps_mosaic(rows: list[tuple[str, np.ndarray]], channels: np.ndarray,
             if r == 0:
                 notes.append(dict(x=x0 + w / 2, y=-0.5, yanchor="bottom", showarrow=False,
                                   text=f"ch {int(channels[j])} · gate {float(gates[j]):.2f}"))
-    fig = go.Figure(go.Heatmap(z=z, colorscale=GATE_SCALE, hoverongaps=False,
-                               colorbar=dict(title="activation"),
-                               hovertemplate="activation %{z:.3f}<extra></extra>"))
+    scale = {} if zrange is None else dict(zmin=zrange[0], zmax=zrange[1])
+    fig = go.Figure(go.Heatmap(z=z, colorscale=GATE_SCALE, hoverongaps=False, **scale,
+                               colorbar=dict(title=value),
+                               hovertemplate=f"{value} %{{z:.3f}}<extra></extra>"))
     fig.update_layout(annotations=notes, margin=dict(l=130, r=10, t=30, b=10),
                       xaxis=dict(visible=False),
                       yaxis=dict(autorange="reversed", scaleanchor="x", showgrid=False,

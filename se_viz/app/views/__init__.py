@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import (block_explorer, class_baseline, compare_blocks, compare_images, export,
-               interventions, overview, reduction)
+               interventions, overview, reduction, se_block)
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,6 @@ class View:
 
 
 VIEWS = tuple(View(m.LABEL, m.render) for m in (
-    overview, block_explorer, compare_blocks, compare_images, class_baseline, reduction,
-    interventions, export))
+    overview, block_explorer, se_block, compare_blocks, compare_images, class_baseline,
+    reduction, interventions, export))
 LABELS = tuple(v.label for v in VIEWS)

@@ -1,0 +1,73 @@
+"""One SE block step by step, in numpy: squeeze, FC1 + ReLU, FC2 + sigmoid, reweight.
+
+``steps(params, squeeze, gates)`` recomputes the block from its squeeze values with the
+block's own weights (float64) and keeps the network's gates beside the recomputation, so
+a view can show every intermediate value and prove it is the block's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..results import SEParameters
+from .stats import top_channels
+
+
+@dataclass(frozen=True)
+class SESteps:
+    """One image through one SE block, C channels and h hidden units.
+
+    squeeze z (C,): GAP of the block input U; hidden (h,): relu(z @ w1 + b1); logits (C,):
+    hidden @ w2 + b2; gates (C,): the network's gates s; recomputed (C,): sigmoid(logits).
+    """
+
+    squeeze: np.ndarray
+    hidden: np.ndarray
+    logits: np.ndarray
+    gates: np.ndarray
+    recomputed: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return int(self.squeeze.size)
+
+    @property
+    def zero_hidden(self) -> int:
+        """Hidden units that the ReLU switched off for this image."""
+        return int((self.hidden <= 0).sum())
+
+    @property
+    def mismatch(self) -> float:
+        """max |recomputed - network gates|: float noise only, or the steps are wrong."""
+        return float(np.abs(self.recomputed - self.gates).max())
+
+    def extremes(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Channels with the k largest and the k smallest gates."""
+        return top_channels(self.gates, k), top_channels(self.gates, k, largest=False)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def steps(params: SEParameters, squeeze: np.ndarray, gates: np.ndarray) -> SESteps:
+    """The SE block's steps for one image: squeeze (C,) and the network's gates (C,)."""
+    z = np.asarray(squeeze, np.float64).reshape(-1)
+    s = np.asarray(gates, np.float64).reshape(-1)
+    if z.shape != (params.channels,) or s.shape != z.shape:
+        raise ValueError(f"squeeze {z.shape} and gates {s.shape} must both be "
+                         f"({params.channels},) for this block")
+    w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in (params.w1, params.b1, params.w2,
+                                                           params.b2))
+    hidden = np.maximum(z @ w1 + b1, 0.0)
+    logits = hidden @ w2 + b2
+    return SESteps(z, hidden, logits, s, sigmoid(logits))
+
+
+def published_gate_spread(gate_maps: np.ndarray) -> np.ndarray:
+    """(C,) max - min over the H x W positions of per-pixel gates (C, H, W): 0 for a real
+    SE gate, which is one number per channel."""
+    g = np.asarray(gate_maps, np.float64)
+    return g.reshape(g.shape[0], -1).max(axis=1) - g.reshape(g.shape[0], -1).min(axis=1)
