@@ -1,8 +1,9 @@
 """The formulas se_viz uses in more than one place, each written once (numpy only).
 
-softmax and top-k (predictions), the normalised entropy of a gate vector (block
-statistics, dataset tables) and the share of variance explained by the class (class
-specificity, from per-image gates or from per-class sums).
+softmax, log-softmax and top-k (predictions, distillation), the sigmoid (the SE gate),
+the normalised entropy of a gate vector (block statistics, dataset tables) and the share
+of variance explained by the class (class specificity, from per-image gates or from
+per-class sums). The SE bottleneck width is `se_viz.arch.hidden_width`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,25 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The SE gate function 1 / (1 + exp(-z)), computed without overflow (float64 in,
+    float64 out; float32 in, float32 out)."""
+    z = np.asarray(z)
+    out = np.empty_like(z, dtype=np.result_type(z.dtype, np.float32))
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    e = np.exp(z[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log(softmax(logits)) along ``axis`` in float64, computed stably."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
 def top_k(values: np.ndarray, k: int, largest: bool = True) -> tuple[np.ndarray, np.ndarray]:

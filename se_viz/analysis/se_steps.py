@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..maths import sigmoid
 from ..results import SEParameters
 from .stats import top_channels
 
@@ -46,10 +47,6 @@ class SESteps:
     def extremes(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Channels with the k largest and the k smallest gates."""
         return top_channels(self.gates, k), top_channels(self.gates, k, largest=False)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def steps(params: SEParameters, squeeze: np.ndarray, gates: np.ndarray) -> SESteps:

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.colors import sequential
 
 from ..analysis import HIGH, LOW, PAPER_FIG6_BLOCKS, pad_blocks
+from ..maths import sigmoid
 from .style import DIFF_SCALE, GATE_SCALE, PALETTE, cell, f32, grid
 
 STAT_LINES = ("mean", "std", "entropy", "frac_low", "frac_high")
@@ -211,7 +212,7 @@ def gate_curve() -> go.Figure:
     """The SE gate as a function of the excitation output z: sigmoid(z) in (0, 1), with the
     0.1 and 0.9 lines the block statistics count against (a primer for the welcome page)."""
     z = np.linspace(-6, 6, 121, dtype=np.float32)
-    fig = go.Figure(go.Scatter(x=z, y=1 / (1 + np.exp(-z)), mode="lines", name="gate",
+    fig = go.Figure(go.Scatter(x=z, y=sigmoid(z), mode="lines", name="gate",
                                hovertemplate="z %{x:.2f}<br>gate %{y:.3f}<extra></extra>"))
     for y, text in ((LOW, "mostly switched off"), (HIGH, "kept almost unchanged")):
         fig.add_hline(y=y, line_dash="dot", annotation_text=f"{y:g}: {text}")
