@@ -132,6 +132,9 @@ PRETRAINED: dict[str, PretrainedFile] = {
         description="timm seresnet50.ra2_in1k, ImageNet-1k top-1 80.26% @224 (safetensors).",
         hf_repo="timm/seresnet50.ra2_in1k",
         hf_filename="model.safetensors",
+        # "main": its 40-hex commit could not be looked up from here. The content is still
+        # checked: se_viz compares the bytes with the hub's ETag (the file's sha256).
+        hf_revision="main",
     ),
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -98,9 +99,10 @@ def writer_alive(name: str) -> bool:
 
 def cleanup_partials(folder: str | os.PathLike[str] | None = None, *,
                      older_than: float = 0.0) -> int:
-    """Delete leftover ``*.part`` files (from killed runs) in ``folder`` (default: the cache).
+    """Delete leftover ``*.part`` files and staging folders (from killed runs) in ``folder``
+    (default: the cache).
 
-    A file is removed when the process that wrote it (its name carries the pid) is gone, or
+    One is removed when the process that wrote it (its name carries the pid) is gone, or
     when its last write is at least ``older_than`` seconds ago. Returns the count.
     """
     folder = cache_dir() if folder is None else Path(folder)
@@ -108,12 +110,24 @@ def cleanup_partials(folder: str | os.PathLike[str] | None = None, *,
         return 0
     now, removed = time.time(), 0
     for entry in folder.iterdir():
-        if not entry.name.endswith(PART_SUFFIX) or not entry.is_file():
+        if not entry.name.endswith(PART_SUFFIX) or entry.is_symlink():
             continue
         try:
-            if not writer_alive(entry.name) or now - entry.stat().st_mtime >= older_than:
+            if writer_alive(entry.name) and now - _last_write(entry) < older_than:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
                 entry.unlink()
-                removed += 1
+            removed += 1
         except FileNotFoundError:
             continue
     return removed
+
+
+def _last_write(entry: Path) -> float:
+    """mtime of a file, or the newest mtime inside a staging folder."""
+    times = [entry.stat().st_mtime]
+    if entry.is_dir():
+        times += [p.stat().st_mtime for p in entry.iterdir() if p.is_file()]
+    return max(times)

@@ -10,10 +10,16 @@ TINY = dict(width=8, num_classes=10)
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """No test ever reads or writes the real ~/.cache/se_viz or the network."""
+    """No test ever reads or writes the real ~/.cache/se_viz, the real Hugging Face cache or
+    the network (HF_ENDPOINT points at a closed local port unless a test sets a mirror)."""
     home = tmp_path_factory.mktemp("se_viz_home")
     monkeypatch.setenv("SE_VIZ_HOME", str(home))
     monkeypatch.delenv("SE_VIZ_MIRROR", raising=False)
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(home / "huggingface"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     return home
 
 

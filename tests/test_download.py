@@ -1,4 +1,5 @@
-"""Tests for se_viz.download against a real HTTP server on 127.0.0.1 (no other network)."""
+"""Tests for se_viz.engine.download (pooch underneath) against a real HTTP server on 127.0.0.1
+(no other network)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,17 @@ class _Handler(BaseHTTPRequestHandler):
             body[len(body) // 3] ^= 0xFF
             self._head(len(body))
             self._send(bytes(body))
+        elif self.path in ("/flaky", "/busy") and self.hits.count(self.path) % 2:
+            if self.path == "/busy":  # the first of each pair of requests: 503
+                self.send_error(503, "Service Unavailable")
+                return
+            self._head(len(PAYLOAD))  # or a cut
+            self._send(PAYLOAD[: len(PAYLOAD) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+        elif self.path in ("/flaky", "/busy"):
+            self._head(len(PAYLOAD))
+            self._send(PAYLOAD)
         elif self.path == "/hang":
             self.stop.wait(10)  # accepts, never answers
         else:
@@ -149,6 +161,29 @@ def test_failures_leave_nothing(server, tmp_path, path, kwargs, words):
     assert words in msg
     assert f"{base}{path}" in msg and str(dest) in msg and "--weights" in msg
     assert _listing(folder) == []  # no dest, no .part
+
+
+@pytest.mark.parametrize("path", ["/flaky", "/busy"])
+def test_a_cut_or_a_5xx_is_tried_again(server, tmp_path, path):
+    base, hits = server
+    calls: list[tuple[int, int | None]] = []
+    before = hits.count(path)
+    dest = dl.download(f"{base}{path}", tmp_path / "w.bin", expected_sha256=PAYLOAD_SHA,
+                       progress=lambda d, t: calls.append((d, t)), chunk_size=CHUNK)
+    assert dest.read_bytes() == PAYLOAD and hits.count(path) == before + 2
+    assert calls[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert _listing(tmp_path) == ["w.bin"]
+
+
+def test_a_cut_every_time_gives_up_after_the_retries(server, tmp_path):
+    base, hits = server
+    cut, missing = hits.count("/cut"), hits.count("/missing")
+    with pytest.raises(WeightsError, match="incomplete"):
+        dl.download(f"{base}/cut", tmp_path / "w.bin", retries=2)
+    assert hits.count("/cut") == cut + 3
+    with pytest.raises(WeightsError, match="404"):  # a 4xx is final
+        dl.download(f"{base}/missing", tmp_path / "w.bin", retries=2)
+    assert hits.count("/missing") == missing + 1 and _listing(tmp_path) == []
 
 
 def test_hanging_server_times_out(server, tmp_path):
@@ -300,6 +335,22 @@ def test_cleanup_partials(tmp_path):
     assert dl.cleanup_partials(folder, older_than=60) == 1  # a fresh one may be in progress
     assert dl.cleanup_partials(folder) == 1
     assert _listing(folder) == ["keep.pdparams"]
+
+
+def test_cleanup_partials_removes_staging_folders_of_dead_writers(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    folder = tmp_path / "c"
+    gone = folder / f".{VD_NAME}.{dead}.abcd1234.part"
+    mine = folder / f".{VD_NAME}.{os.getpid()}.efgh5678.part"
+    for d in (gone, mine):
+        d.mkdir(parents=True)
+        (d / "tmpXYZ").write_bytes(b"half")
+    assert dl.cleanup_partials(folder, older_than=60) == 1  # ours may still be in progress
+    assert _listing(folder) == [mine.name]
 
 
 def test_fetch_sweeps_stale_partials(server):

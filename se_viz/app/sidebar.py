@@ -14,9 +14,8 @@ import streamlit as st
 
 from .. import images
 from ..analysis.dataset_stats import DatasetStats
-from ..arch import ARCHS, PRETRAINED, SE_IMPLS
+from ..arch import ARCHS, SE_IMPLS
 from ..errors import SEVizError, WeightsError
-from ..paths import cache_dir
 from ..runs import Photo
 from .common import GENERIC_ERROR, digest_of, log, unique
 from .state import (FULL_WIDTH, MAX_IMAGES, load_baseline, sample_bytes, sample_names)
@@ -242,7 +241,8 @@ def render_weights_status(model: Any, width: int) -> None:
     if info.untrained:
         st.warning("**Untrained weights: the attention shown means nothing.**")
         if st.button("Download pretrained weights", key="download",
-                     help=f"Saves {PRETRAINED[info.arch].filename} into {cache_dir()}"):
+                     help=f"Downloads {download.source_url(info.arch)} into "
+                          f"{download.destination_folder(info.arch)}"):
             download_weights(info.arch)
         if width != FULL_WIDTH and download.cached_path(info.arch) is not None:
             st.caption("The pretrained file is in the cache, but it only fits the full-size "

@@ -1,49 +1,43 @@
-"""Download and cache pretrained SE-ResNet-50 weights, safely.
+"""Find, download and cache the pretrained SE-ResNet-50 weights, safely.
 
-Standard library only. A download streams into a hidden ``.{name}.{random}.part`` file next to its
-destination, is checked (byte count, optional size and sha256) and only then moved into place with
-``os.replace``. Any failure removes the partial file, leaves an existing good file alone and raises
-``WeightsError`` telling the user where to put the file by hand.
+Two sources, each through the library made for it:
+
+* timm's ``seresnet50.ra2_in1k`` is a Hugging Face Hub file: it is looked up in, and downloaded
+  into, the user's Hugging Face cache with ``huggingface_hub`` (`se_viz.engine.hub`), so a copy
+  timm already has is used and ``HF_HUB_OFFLINE`` / ``HF_ENDPOINT`` work as usual.
+* Any other file (PaddleClas's ``.pdparams``, or any file from ``SE_VIZ_MIRROR`` or ``--url``)
+  is fetched with ``pooch`` (requests underneath) into se_viz's cache, sha256-checked before
+  it is moved into place.
+
+se_viz's own code keeps only what neither library does (`se_viz.engine.transfer`, `hub`): a
+bounded name lookup and probe so that an offline machine fails within seconds (both libraries
+resolve names without a timeout, and huggingface_hub retries an unreachable hub for ~23 s);
+retries with backoff for transfers cut mid-way (pooch has none); byte counts checked as the
+bytes arrive; a content-hash check of hub downloads (huggingface_hub checks only the size);
+staging folders whose name carries the writer's pid, so a killed run leaves nothing usable and
+the next run removes it; progress as ``progress(done, total)`` for the CLI's tqdm bar and the
+app's st.progress; and every failure as a ``WeightsError`` that says where to put the file by
+hand. Which file comes from where: `cached_path` (no request) and `fetch`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import socket
-import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import BinaryIO, Callable
 
 from ..arch import PRETRAINED, PretrainedFile
 from ..errors import WeightsError
 from ..paths import atomic_file, cache_dir, cleanup_partials
+from . import hub, transfer
+from .transfer import Progress, TransferError
 
-Progress = Callable[[int, int | None], None]
-
-_CHUNK = 1 << 20
+_CHUNK = transfer.CHUNK
 # fetch() only sweeps partial files idle this long, so it never deletes a download in progress.
 _STALE_AFTER_S = 120.0
-_USER_AGENT = "se_viz-weights/1.0 (+urllib)"
-
-
-class _Failure(Exception):
-    """Internal: why a transfer failed, with a hint; turned into a WeightsError by ``download``."""
-
-    def __init__(self, reason: str, hint: str = "This machine may be offline.") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
 
 
 # ----------------------------------------------------------------------------- cache layout
-
-
-GRAPHS_KEPT = 4  # fast graphs kept in paths.graph_cache_dir(), most recently used first
 
 
 def _spec(arch: str) -> PretrainedFile:
@@ -55,41 +49,72 @@ def _spec(arch: str) -> PretrainedFile:
 
 
 def expected_path(arch: str) -> Path:
-    """Where the weights file for ``arch`` lives in the cache (and where to put it by hand)."""
+    """Where se_viz's cache keeps the file for ``arch`` (and where to put it by hand)."""
     return cache_dir() / _spec(arch).filename
 
 
-def cached_path(arch: str) -> Path | None:
-    """The cached file for ``arch`` if present and complete (non-empty, right size if known)."""
-    spec, path = _spec(arch), expected_path(arch)
+def _local_file(path: Path, size: int | None) -> Path | None:
     try:
-        size = path.stat().st_size if path.is_file() else 0
+        got = path.stat().st_size if path.is_file() else 0
     except OSError:
         return None
-    if size == 0 or (spec.size is not None and size != spec.size):
-        return None
-    return path
+    return path if got and (size is None or got == size) else None
+
+
+def cached_path(arch: str) -> Path | None:
+    """The complete file for ``arch`` without any request: se_viz's cache first (a file the
+    user installed), then, for hub files, the Hugging Face cache. None if neither has it."""
+    spec = _spec(arch)
+    found = _local_file(expected_path(arch), spec.size)
+    if found is None and spec.hf_repo:
+        found = hub.cached(spec)
+    return found
+
+
+def is_pretrained_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the known pretrained files as cached (either cache)."""
+    try:
+        target = Path(path).resolve()
+        return any(p is not None and p.resolve() == target
+                   for p in (cached_path(a) for a in PRETRAINED))
+    except OSError:
+        return False
+
+
+def _mirror() -> str:
+    return os.environ.get("SE_VIZ_MIRROR", "").strip()
 
 
 def source_url(arch: str) -> str:
-    """The URL ``fetch`` uses: ``$SE_VIZ_MIRROR/<filename>`` if the mirror is set, else the official one."""
+    """Where ``fetch`` gets the file: ``$SE_VIZ_MIRROR/<filename>`` if that is set, else the
+    Hugging Face endpoint (``$HF_ENDPOINT``) for hub files, else the official URL."""
+    spec, mirror = _spec(arch), _mirror()
+    if mirror:
+        return f"{mirror.rstrip('/')}/{spec.filename}"
+    return hub.file_url(spec) if spec.hf_repo else spec.url
+
+
+def destination_folder(arch: str) -> Path:
+    """Where `fetch` would put the file: the Hugging Face cache's repo folder for hub files
+    (unless SE_VIZ_MIRROR is set), else se_viz's cache."""
     spec = _spec(arch)
-    mirror = os.environ.get("SE_VIZ_MIRROR", "").strip()
-    return f"{mirror.rstrip('/')}/{spec.filename}" if mirror else spec.url
+    return hub.repo_folder(spec) if spec.hf_repo and not _mirror() else cache_dir()
 
 
 def describe_cache() -> list[dict]:
-    """One dict per known arch: arch, path, present, size (bytes on disk or None), url, description."""
+    """One dict per known arch: arch, path, present, size (bytes or None), url, description,
+    and ``hub_cache`` (the Hugging Face cache folder looked in, or None)."""
     rows = []
     for arch, spec in PRETRAINED.items():
         path = cached_path(arch)
         rows.append({
             "arch": arch,
-            "path": str(expected_path(arch)),
+            "path": str(path or expected_path(arch)),
             "present": path is not None,
             "size": path.stat().st_size if path is not None else None,
             "url": source_url(arch),
             "description": spec.description,
+            "hub_cache": str(hub.repo_folder(spec)) if spec.hf_repo else None,
         })
     return rows
 
@@ -103,169 +128,84 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-# ----------------------------------------------------------------------------- transfer
+# ----------------------------------------------------------------------------- downloads
 
 
 def _manual_hint(url: str, dest: Path) -> str:
-    return (f"Download it by hand from {url} and save it as {dest} "
-            "(or pass its path with --weights PATH).")
-
-
-def _check_url(url: str) -> str:
-    """Return the host of an http(s) URL; refuse anything else."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _Failure(f"only http:// and https:// URLs are supported, got {url!r}", hint="")
-    return parts.hostname
-
-
-def _resolve_within(url: str, host: str, timeout: float) -> None:
-    """Fail fast if the host (or the proxy in use) cannot be resolved within ``timeout`` seconds."""
-    proxy = urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        host = urllib.parse.urlsplit(proxy if "//" in proxy else f"//{proxy}").hostname or host
-    outcome: list[BaseException | None] = []
-
-    def resolve() -> None:
-        try:
-            socket.getaddrinfo(host, None)
-            outcome.append(None)
-        except OSError as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=resolve, daemon=True, name="se_viz-resolve")
-    worker.start()
-    worker.join(timeout)
-    if not outcome:
-        raise _Failure(f"could not resolve {host!r} within {timeout:g} s")
-    if outcome[0] is not None:
-        raise _Failure(f"could not resolve {host!r} ({outcome[0]})")
-
-
-def _content_length(response: http.client.HTTPResponse) -> int | None:
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _stream(url: str, out: BinaryIO, expected_size: int | None, progress: Progress | None,
-            timeout: float, chunk_size: int) -> str:
-    """Copy ``url`` into ``out``; check the byte count; return the hex sha256. Raises ``_Failure``."""
-    host = _check_url(url)
-    _resolve_within(url, host, timeout)
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    digest, done = hashlib.sha256(), 0
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = _content_length(response)
-            if total is not None and expected_size is not None and total != expected_size:
-                raise _Failure(f"the server announced {total} bytes but {expected_size} were expected",
-                               hint="The URL may point to a different file.")
-            total = total if total is not None else expected_size
-            while chunk := response.read(chunk_size):
-                _write(out, chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if total is not None and done > total:
-                    raise _Failure(f"the server sent more than the {total} bytes expected",
-                                   hint="The URL may point to a different file.")
-                if progress is not None:
-                    progress(done, total)
-    except urllib.error.HTTPError as exc:
-        exc.close()  # it holds the open response
-        raise _Failure(f"HTTP error {exc.code} {exc.reason}", hint="") from exc
-    except urllib.error.URLError as exc:
-        raise _Failure(f"{_reason_text(exc.reason)}") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise _Failure(f"connection failed: {_reason_text(exc)}") from exc
-    if total is not None and done != total:
-        raise _Failure(f"the connection ended after {done} of {total} bytes (incomplete download)")
-    return digest.hexdigest()
-
-
-def _write(out: BinaryIO, chunk: bytes) -> None:
-    try:
-        out.write(chunk)
-    except OSError as exc:  # a disk problem, not a network one
-        raise _Failure(f"could not write to disk ({exc})",
-                       hint="Free some disk space or set SE_VIZ_HOME to a writable folder.") from exc
-
-
-def _reason_text(reason: object) -> str:
-    if isinstance(reason, (socket.timeout, TimeoutError)):
-        return "timed out"
-    return str(reason) or type(reason).__name__
-
-
-def _check_file(size: int, sha256: str, expected_size: int | None,
-                expected_sha256: str | None) -> None:
-    """Compare a finished file's size and hash against what was expected. Raises ``_Failure``."""
-    if size == 0:
-        raise _Failure("the file is empty", hint="")
-    if expected_size is not None and size != expected_size:
-        raise _Failure(f"got {size} bytes but {expected_size} were expected",
-                       hint="The file is incomplete or not the expected one.")
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        raise _Failure(f"sha256 mismatch: got {sha256}, expected {expected_sha256.lower()}",
-                       hint="The file is corrupt or not the expected one.")
-
-
-def _atomic_write(dest: Path, fill: Callable[[BinaryIO], str], *,
-                  expected_size: int | None, expected_sha256: str | None) -> None:
-    """Run ``fill`` on an atomic file for ``dest`` and check it before it is moved into place."""
-    with atomic_file(dest) as out:
-        sha256 = fill(out)
-        out.flush()
-        _check_file(out.tell(), sha256, expected_size, expected_sha256)
+    arch = next((a for a, s in PRETRAINED.items() if s.filename == dest.name), None)
+    install = f" (or run 'se-viz weights install FILE --arch {arch}')" if arch else ""
+    return (f"Download it by hand from {url} and save it as {dest}{install}, or pass its path "
+            "with --weights PATH.")
 
 
 def download(url: str, dest: Path, *, expected_size: int | None = None,
              expected_sha256: str | None = None, progress: Progress | None = None,
-             timeout: float = 10.0, chunk_size: int = _CHUNK) -> Path:
-    """Download ``url`` to ``dest`` atomically and return ``dest``.
+             timeout: float = 10.0, chunk_size: int = transfer.CHUNK,
+             retries: int = transfer.RETRIES) -> Path:
+    """Download ``url`` to ``dest`` atomically (pooch, `se_viz.engine.transfer.fetch_url`).
 
-    ``progress(done_bytes, total_bytes_or_None)`` is called after each chunk. ``timeout`` bounds name
-    resolution, the connect and each read. Any failure raises ``WeightsError`` (KeyboardInterrupt is
-    re-raised) after removing the partial file; an existing ``dest`` is left as it was.
+    ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive. ``timeout``
+    bounds name resolution, the connect and each read; a transfer cut mid-way is tried again
+    ``retries`` times. Any failure raises ``WeightsError`` (KeyboardInterrupt is re-raised)
+    after removing the partial file; an existing ``dest`` is left as it was.
     """
     dest = Path(dest)
     try:
-        _check_url(url)
-        _atomic_write(dest, lambda out: _stream(url, out, expected_size, progress, timeout, chunk_size),
-                      expected_size=expected_size, expected_sha256=expected_sha256)
-    except _Failure as exc:
+        return transfer.fetch_url(url, dest, expected_size=expected_size,
+                                  expected_sha256=expected_sha256, progress=progress,
+                                  timeout=timeout, chunk_size=chunk_size, retries=retries)
+    except TransferError as exc:
         hint = f"{exc.hint} " if exc.hint else ""
         raise WeightsError(f"Could not download {dest.name} from {url}: {exc.reason}. "
                            f"{hint}{_manual_hint(url, dest)}") from exc
     except OSError as exc:  # the cache folder itself: permissions, disk full
-        raise WeightsError(f"Could not write {dest}: {exc}. Free some space or set SE_VIZ_HOME to a "
-                           f"writable folder; or download {url} by hand and pass its path with "
-                           "--weights PATH.") from exc
-    return dest
+        raise WeightsError(f"Could not write {dest}: {exc}. Free some space or set SE_VIZ_HOME "
+                           f"to a writable folder; or download {url} by hand and pass its path "
+                           "with --weights PATH.") from exc
 
 
 # ----------------------------------------------------------------------------- entry points
 
 
+def _from_hub(arch: str, spec: PretrainedFile, progress: Progress | None,
+              timeout: float) -> Path:
+    url = hub.file_url(spec)
+    try:
+        if hub.offline():
+            raise TransferError(f"HF_HUB_OFFLINE is set and the Hugging Face cache "
+                                f"({hub.repo_folder(spec)}) does not have it", hint="")
+        transfer.probe(url, timeout)
+        return hub.download(spec, progress=progress, timeout=timeout)
+    except (TransferError, hub.HubError) as exc:
+        hint = f"{exc.hint} " if exc.hint else ""
+        raise WeightsError(f"Could not download {spec.hf_filename} of {spec.hf_repo} from {url}: "
+                           f"{exc.reason}. {hint}{_manual_hint(url, expected_path(arch))} "
+                           f"'hf download {spec.hf_repo} {spec.hf_filename}' also works (it "
+                           "fills the Hugging Face cache).") from exc
+
+
 def fetch(arch: str, *, progress: Progress | None = None, timeout: float = 10.0,
           url: str | None = None) -> Path:
-    """Return the cached weights for ``arch``, downloading them first if needed.
+    """Return the cached weights for ``arch`` (`cached_path`), downloading them if needed.
 
-    The source is ``url`` if given, else ``$SE_VIZ_MIRROR/<filename>`` if set, else the official URL.
+    The source is ``url`` if given, else ``$SE_VIZ_MIRROR/<filename>`` if set (both through
+    pooch into se_viz's cache), else the hub (``$HF_ENDPOINT``, into the Hugging Face cache)
+    for hub files and the official URL for the others.
     """
     spec = _spec(arch)
     cleanup_partials(older_than=_STALE_AFTER_S)
     cached = cached_path(arch)
     if cached is not None:
         return cached
+    if url is None and not _mirror() and spec.hf_repo:
+        return _from_hub(arch, spec, progress, timeout)
     return download(url or source_url(arch), expected_path(arch), expected_size=spec.size,
                     expected_sha256=spec.sha256, progress=progress, timeout=timeout)
 
 
 def install_file(arch: str, src: str | Path) -> Path:
-    """Copy a weights file the user already has into the cache under the expected name."""
+    """Copy a weights file the user already has into se_viz's cache under the expected name
+    (checked against the known size and sha256 before it is moved into place)."""
     spec, dest, src = _spec(arch), expected_path(arch), Path(src).expanduser()
     if not src.is_file():
         raise WeightsError(f"{src} does not exist or is not a file. Pass the path of the "
@@ -274,18 +214,19 @@ def install_file(arch: str, src: str | Path) -> Path:
         raise WeightsError(f"{src} is empty. Download {spec.filename} again from {spec.url}.")
     if dest.exists() and src.resolve() == dest.resolve():
         return dest
-
-    def copy(out: BinaryIO) -> str:
-        digest = hashlib.sha256()
-        with open(src, "rb") as f:
+    try:
+        with atomic_file(dest) as out, open(src, "rb") as f:
+            digest = hashlib.sha256()
             while chunk := f.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
-        return digest.hexdigest()
-
-    try:
-        _atomic_write(dest, copy, expected_size=spec.size, expected_sha256=spec.sha256)
-    except _Failure as exc:
+            size, got = out.tell(), digest.hexdigest()
+            if spec.size is not None and size != spec.size:
+                raise TransferError(f"got {size} bytes but {spec.size} were expected")
+            if spec.sha256 is not None and got != spec.sha256.lower():
+                raise TransferError(f"sha256 mismatch: got {got}, "
+                                    f"expected {spec.sha256.lower()}")
+    except TransferError as exc:
         raise WeightsError(f"{src} is not the expected {spec.filename}: {exc.reason}. "
                            f"Download it again from {spec.url}.") from exc
     except OSError as exc:

@@ -39,6 +39,8 @@ ORDERS = ("natural", "sorted")
 
 
 def _gates(cap: Capture, index: int) -> dict[str, np.ndarray]:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"image index must be an integer, got {index!r}")
     if not 0 <= index < len(cap):
         raise IndexError(f"image index {index} is outside 0..{len(cap) - 1}")
     return {b: g[index] for b, g in cap.gates.items()}
@@ -68,6 +70,8 @@ def feature_maps(cap: Capture, index: int = 0, block: str | None = None, k: int 
     """The ``k`` channels of ``block`` with the largest (or smallest) gates for image
     ``index``: their maps before SE and after (x * gate) on one colour scale. The capture
     must hold that block's maps (``se_viz.capture(..., features=[block])``)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k (how many channels to show) must be an integer >= 1, got {k!r}")
     if block is None:
         if not cap.features:
             raise ValueError("this capture holds no feature maps; capture with "
