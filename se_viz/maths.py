@@ -40,6 +40,13 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
+def kl_divergence(ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """(N,) KL(softmax(ref) || softmax(logits)) in nats, float64, from (N, K) logits
+    (rounding below 0 clipped)."""
+    lp, lq = log_softmax(ref_logits, axis=1), log_softmax(logits, axis=1)
+    return np.clip((np.exp(lp) * (lp - lq)).sum(axis=1), 0.0, None)
+
+
 def top_k(values: np.ndarray, k: int, largest: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Indices (..., k) int64 and values of the k largest (or smallest) entries along the
     last axis, sorted; ties keep index order. k is clipped to the axis length."""

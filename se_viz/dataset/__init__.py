@@ -28,7 +28,9 @@ Images are decoded and preprocessed in spawned worker processes (never forked af
 paddle is imported); the forward pass runs batched in the main process. Exit status of
 the command: 0 done, 1 done but some files were skipped (or an error), 3 stopped early.
 Modules: files (listing), decode (worker processes), shards (shard files, manifest, merge
-and output tables; numpy only), analyze (the run), report (the HTML page). The command
+and output tables; numpy only), analyze (the run), report (the HTML page); ``se-viz
+refit`` (SE blocks refit at other r) in refit, pairs, refit_steps, refit_files and
+refit_report. The command
 line (``se-viz analyze``) lives in `se_viz.cli`.
 """
 

@@ -106,7 +106,7 @@ def shard_path(out: Path, shard: int) -> Path:
     return out / "shards" / f"shard_{shard:05d}.npz"
 
 
-def load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
+def load_shard(path: Path, key: str, fmt: str = SHARD_FORMAT) -> dict[str, np.ndarray]:
     """A finished shard's arrays; DatasetError if it is damaged or from other settings."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -114,17 +114,17 @@ def load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError) as exc:
         raise DatasetError(f"shard '{path}' is damaged ({exc}). Delete it and run the same "
                            "command again to recompute it.") from exc
-    if str(data.get("format", "")) != SHARD_FORMAT or str(data.get("key", "")) != key:
+    if str(data.get("format", "")) != fmt or str(data.get("key", "")) != key:
         raise DatasetError(f"shard '{path}' belongs to another run (other settings or files). "
                            "Delete it, or use a new --out folder.")
     return data
 
 
-def shard_done(path: Path, key: str) -> bool:
+def shard_done(path: Path, key: str, fmt: str = SHARD_FORMAT) -> bool:
     """True if a finished shard of this run is there (reads only its header members)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return str(npz["format"]) == SHARD_FORMAT and str(npz["key"]) == key
+            return str(npz["format"]) == fmt and str(npz["key"]) == key
     except (OSError, ValueError, EOFError, KeyError):
         return False
 
@@ -154,12 +154,14 @@ def wait_for_shards(out: Path, total: int, timeout: float | None, poll: float = 
 
 
 def build_manifest(files: FileList, settings: Any, blocks: Sequence[tuple[str, int]],
-                   info: Any, pre: Preprocessing) -> dict:
+                   info: Any, pre: Preprocessing, fmt: str = MANIFEST_FORMAT,
+                   extra: dict | None = None) -> dict:
     """{"key": what must match on resume, "key_sha256", and informative fields}.
 
     settings: a ``dataset.Settings``; blocks: (paper name, channels) of every SE block in
-    forward order; info: the model's ``ModelInfo`` (sha256, weights, untrained)."""
-    key = {"format": MANIFEST_FORMAT, "files_sha256": files.digest(), "n_files": len(files.files),
+    forward order; info: the model's ``ModelInfo`` (sha256, weights, untrained); fmt and
+    extra: another run's format tag and own settings (`se_viz.dataset.refit`)."""
+    key = {"format": fmt, "files_sha256": files.digest(), "n_files": len(files.files),
            "classes": list(files.classes), "blocks": [name for name, _ in blocks],
            "channels": [channels for _, channels in blocks], "arch": settings.arch,
            "weights_sha256": info.sha256,
@@ -167,7 +169,7 @@ def build_manifest(files: FileList, settings: Any, blocks: Sequence[tuple[str, i
            "reduction": settings.reduction, "num_classes": settings.num_classes,
            "width": settings.width, "preprocessing": asdict(pre),
            "batch_size": settings.batch_size, "shard_size": settings.shard_size,
-           "limit_per_class": settings.limit_per_class}
+           "limit_per_class": settings.limit_per_class, **(extra or {})}
     key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return {"key": key, "key_sha256": digest, "root": str(files.root.resolve()),
@@ -175,7 +177,7 @@ def build_manifest(files: FileList, settings: Any, blocks: Sequence[tuple[str, i
             "preprocessing": pre.describe()}
 
 
-def read_manifest(out: Path) -> dict:
+def read_manifest(out: Path, fmt: str = MANIFEST_FORMAT) -> dict:
     try:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -184,16 +186,18 @@ def read_manifest(out: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise DatasetError(f"'{out / 'manifest.json'}' is unreadable ({exc}). Delete '{out}' "
                            "and start again.") from exc
-    if manifest.get("key", {}).get("format") != MANIFEST_FORMAT:
-        raise DatasetError(f"'{out}' was not written by se-viz analyze. Use another --out folder.")
+    if manifest.get("key", {}).get("format") != fmt:
+        command = "analyze" if fmt == MANIFEST_FORMAT else "refit"
+        raise DatasetError(f"'{out}' was not written by se-viz {command}. Use another --out "
+                           "folder.")
     return manifest
 
 
 def claim_output(out: Path, files: FileList, manifest: dict) -> None:
     """Write files.jsonl and manifest.json, or refuse if ``out`` holds a run of other settings."""
-    target = out / "manifest.json"
+    target, fmt = out / "manifest.json", manifest["key"]["format"]
     if target.exists():
-        _same_run(read_manifest(out), manifest, out)
+        _same_run(read_manifest(out, fmt), manifest, out)
     if not target.exists() or not (out / "files.jsonl").exists():
         with atomic_file(out / "files.jsonl", "w", encoding="utf-8",
                          errors="surrogateescape") as handle:
@@ -202,7 +206,7 @@ def claim_output(out: Path, files: FileList, manifest: dict) -> None:
         with atomic_file(target, "w", exclusive=True, encoding="utf-8") as handle:
             handle.write(json.dumps(manifest, indent=1))
     except FileExistsError:
-        _same_run(read_manifest(out), manifest, out)
+        _same_run(read_manifest(out, fmt), manifest, out)
 
 
 def _same_run(old: dict, new: dict, out: Path) -> None:

@@ -4,6 +4,8 @@
     weights.py  strict, safe reading of weight files; key maps between layouts
     download.py fetching the pretrained files into the cache
     build.py    build_model, verify_weights
+    se_weights.py  SE-only files of `se-viz refit`: the SE blocks at another r
+    finetune.py the SE blocks trained end to end by distillation (refit --finetune)
     hooks.py    the gate recorder (eager capture, interventions, symbolic for tracing)
     traced.py   the same recorder traced once: the fast engine on ONNX Runtime
     capture.py  capture(): either engine behind one call

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..arch import ARCHS, check_arch, preprocessing_for
+from ..arch import check_arch, preprocessing_for
 from ..images import PADDLECLAS_EVAL
 from ..errors import WeightsError
 from . import download
@@ -18,7 +18,8 @@ from .weights import init_seeded, load_arrays, read_bytes, read_file
 def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None = None,
                 reduction: float = 16, num_classes: int = 1000, *, width: int = 64,
                 seed: int = 0, se_impl: str = "linear",
-                progress: Callable[[int, int | None], None] | None = None) -> SEResNet:
+                progress: Callable[[int, int | None], None] | None = None,
+                se_weights: str | os.PathLike | None = None) -> SEResNet:
     """An SE-ResNet-50 (``arch`` "se_resnet50_vd" or "se_resnet50") in eval mode.
 
     weights: None -> deterministic seeded initialisation (reported as untrained);
@@ -26,6 +27,9 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
     "pretrained" -> the default ImageNet file, downloaded once into the cache.
     se_impl: the SE block's fully connected layers as "linear" (nn.Linear, PaddleClas) or
     "conv" (1x1 nn.Conv2D, timm); the same numbers from the same files.
+    se_weights: an SE-only file of ``se-viz refit`` (OUT/se_r8.safetensors) refit on these
+    base weights (``reduction`` is the base's r): the network then has its SE blocks at the
+    file's r (WeightsError for a file refit on other weights, arch or shapes).
     ``model.info`` describes the result; ``model.preprocessing`` is the matching
     evaluation preprocessing.
     """
@@ -35,7 +39,7 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
         init_seeded(model, seed)
         model.info = replace(model.info, extra={"seed": seed})
         model.eval()
-        return model
+        return _with_se(model, se_weights)
     pretrained = isinstance(weights, str) and weights == "pretrained"
     path = download.fetch(arch, progress=progress) if pretrained else Path(weights)
     arrays, meta, digest = read_file(path)
@@ -45,7 +49,16 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
                          pretrained=pretrained or _is_cached_pretrained(path),
                          extra={"metadata": meta, "fingerprint": file_fingerprint(path)})
     model.eval()
-    return model
+    return _with_se(model, se_weights)
+
+
+def _with_se(model: SEResNet, se_weights: str | os.PathLike | None) -> SEResNet:
+    """``model`` with the SE blocks of an SE-only file (`se_viz.engine.se_weights`)."""
+    if se_weights is None:
+        return model
+    from .se_weights import load_se_file
+
+    return load_se_file(model, se_weights)
 
 
 def model_from_bytes(arch: str, data: bytes, name: str, *, reduction: float = 16,
@@ -93,7 +106,5 @@ def verify_weights(model: SEResNet) -> None:
 
 
 def _is_cached_pretrained(path: Path) -> bool:
-    try:
-        return any(path.resolve() == download.expected_path(a).resolve() for a in ARCHS)
-    except OSError:
-        return False
+    """The file is a known pretrained file in se_viz's or the Hugging Face cache."""
+    return download.is_pretrained_file(path)

@@ -1,15 +1,24 @@
-"""Reduction ratio: parameters and multiply-adds for every r beside the paper's Table 10,
-and what a narrower SE bottleneck does to the gates of the user's images."""
+"""Reduction ratio: parameters and multiply-adds for every r beside the paper's Table 10;
+the SE blocks refit at other r (`se-viz refit`, opened in the sidebar): their curves and
+the user's images' gates and top-5 at each r; and the masking emulation (no refit)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
-from ...analysis import PAPER_CITATION, PAPER_REDUCTION_TABLE
-from ...arch import STAGES
+from ... import labels
+from ...analysis import PAPER_CITATION, PAPER_REDUCTION_TABLE, top_channels
+from ...analysis.refit import summary_rows
+from ...arch import BLOCK_NAMES, STAGES
+from ...errors import SEVizError
 from ...plots.reduction import emulation_figure, reduction_figure
+from ...plots.refit import agreement_figure, block_error_figure, refit_gates_figure
+from ...results import Intervention
 from ...runs import emulation, net_key
 from ..common import chart, queue_notice, render_topk_change
+from ..refit import RefitFolder, refit_network
 from ..sidebar import RATIOS
 from ..state import Page, results, shared_figure
 
@@ -65,16 +74,19 @@ def render(page: Page) -> None:
     st.table(stages)
     chart(shared_figure("reduction", (model.info.arch, RATIOS),
                         lambda: reduction_figure(rows)), "reduction", height=520)
+    render_refit(page)
     render_emulation(page)
 
 
 def render_emulation(page: Page) -> None:
     loaded, model = page.loaded, page.model
     own = model.info.reduction
-    st.subheader("Emulate a larger r with the loaded weights")
+    st.subheader("Emulation: a larger r without a refit")
     st.warning("**Emulation, not a retrained network.** A smaller bottleneck is imitated by "
                "keeping only the most important hidden SE units (ranked on these images) and "
-               "zeroing the rest; a network trained at that r would learn different weights.")
+               "zeroing the rest; a network trained at that r would learn different weights. "
+               "It shows what pruning the units alone costs (no command to run); the refit "
+               "above shows what a bottleneck of that width can still express.")
     choices = [x for x in RATIOS if x > own]
     if not choices:
         st.info(f"The model already uses r = {own:g}; there is no larger r to emulate.")
@@ -97,3 +109,94 @@ def render_emulation(page: Page) -> None:
             chart(fig, f"emu_{i}", height=360)
             render_topk_change(res.probs, out.probs, model, f"emu_top_{i}",
                                (photo.digest, net_key(model), spec))
+
+
+# ----------------------------------------------------------------------------- refit
+def render_refit(page: Page) -> None:
+    """The refit folder's curves, then the user's images at the base r and each refit r."""
+    st.subheader("Refit at other r (se-viz refit)")
+    refit: RefitFolder | None = page.refit
+    if refit is None:
+        st.info("No refit folder is open. `se-viz refit DIR --reduction 4 8 32 --out OUT` "
+                "fits every SE block at each r to reproduce this network's gates on your "
+                "images; open OUT in the sidebar (Refit folder) to compare the gates here.")
+        return
+    doc = refit.doc
+    render_refit_summary(doc)
+    for problem in refit.problems:
+        st.warning(problem)
+    chart(shared_figure("refit_errors", (refit.digest,), lambda: block_error_figure(doc)),
+          "refit_errors", height=620)
+    chart(shared_figure("refit_agreement", (refit.digest,), lambda: agreement_figure(doc)),
+          "refit_agreement", height=600)
+    models = refit_models(page, refit)
+    if models:
+        render_refit_images(page, models)
+
+
+def render_refit_summary(doc: dict) -> None:
+    base, s = doc["base"], doc["settings"]
+    how = (f"then fine-tuned end to end for {s['finetune_epochs']} epoch(s)"
+           if s.get("finetune") else "blockwise")
+    st.markdown(f"Refit on `{base['arch']}` at r = {base['reduction']:g} "
+                f"({'untrained' if base.get('untrained') else base['weights']}): "
+                f"{len(doc['split']['train'])} training and {len(doc['split']['held_out'])} "
+                f"held-out images, {how}. Figures on the held-out images.")
+    rows = summary_rows(doc["fits"])
+    st.table({"r": [f"{x['r']:g}" for x in rows],
+              "SE params (M)": [f"{x['se_params'] / 1e6:.3f}" for x in rows],
+              "mean block RMSE": [f"{x['mean_rmse']:.3g}" for x in rows],
+              "worst block RMSE": [f"{x['worst_rmse']:.3g}" for x in rows],
+              "top-1 agreement": [f"{x['top1_agreement']:.1%}" for x in rows],
+              "mean KL (nats)": [f"{x['mean_kl']:.3g}" for x in rows]})
+
+
+def refit_models(page: Page, refit: RefitFolder) -> dict[str, Any]:
+    """r -> the sidebar's network with that r's SE blocks; errors shown, not raised."""
+    from ...engine.se_weights import base_identity
+
+    mine, theirs = base_identity(page.model.info), refit.doc["base"]["identity"]
+    if mine != theirs:
+        st.error(f"This refit folder was made on other base weights ({theirs[:24]}) than the "
+                 f"network in the sidebar ({mine[:24]}). Choose the weights it was refit on "
+                 "in the sidebar, or run 'se-viz refit' on these.")
+        return {}
+    models = {}
+    for key, (name, digest) in refit.files.items():
+        try:
+            models[key] = refit_network(net_key(page.model), digest, page.model,
+                                        refit.data[key], name)
+        except SEVizError as exc:
+            st.error(f"r = {key}: {exc}")
+    return models
+
+
+def render_refit_images(page: Page, models: dict[str, Any]) -> None:
+    own = page.model.info.reduction
+    block = st.selectbox("Block", BLOCK_NAMES, index=BLOCK_NAMES.index("SE_4_6"),
+                         key="refit_block")
+    for i, (photo, res) in enumerate(zip(page.loaded.photos, page.loaded.results)):
+        outs = {}
+        for key, model in models.items():
+            with queue_notice() as on_wait:
+                outs[key] = results().modified(photo, res, model, "refit", Intervention(),
+                                               on_wait)
+        with st.expander(f"{photo.name}: gates at the base r and at each refit r",
+                         expanded=i == 0):
+            fig = shared_figure("refit_gates", (photo.digest, net_key(page.model), block,
+                                                tuple(net_key(m) for m in models.values())),
+                                lambda: refit_gates_figure(
+                                    block, res.gates[block],
+                                    {f"r = {k}": o.gates[block] for k, o in outs.items()},
+                                    base_label=f"base r = {own:g}"))
+            chart(fig, f"refit_gates_{i}", height=520)
+            st.table(refit_top5(page.model, res.probs, {k: o.probs for k, o in outs.items()},
+                                own))
+
+
+def refit_top5(model: Any, base: Any, probs: dict[str, Any], own: float) -> dict[str, list]:
+    """Top-5 (class and probability) at the base r and at each refit r, side by side."""
+    def top(p: Any) -> list[str]:
+        idx = top_channels(p, 5)
+        return [f"{labels.label_for(int(j), model.info.num_classes)} ({p[j]:.1%})" for j in idx]
+    return {f"base r = {own:g}": top(base), **{f"r = {k}": top(p) for k, p in probs.items()}}

@@ -1,0 +1,229 @@
+"""Refitting SE blocks at another reduction ratio r (numpy only): `se-viz refit`'s maths.
+
+A block's SE MLP maps the squeeze vector z (C,) to the gates s = sigmoid(W2 relu(W1 z + b1)
++ b2) (C,) in [0, 1]. Given the pairs (z, s) a trained network produces, `fit_block` fits
+an MLP of hidden width h = int(C / r) that reproduces s from z:
+
+* loss: binary cross-entropy with the soft targets s, averaged over images and channels,
+  reported as the KL divergence (the BCE minus the targets' own entropy: 0 at a perfect
+  fit); it suits gates in [0, 1] and its gradient on the pre-sigmoid value is (s_hat - s);
+* initialised from the base block: for a narrower bottleneck the h most important hidden
+  units (`se_viz.analysis.reduction.hidden_unit_importance` on the training z), in their
+  original order; for a wider one every base unit plus fresh ones whose outgoing weights
+  are zero, so the fit starts equal to the base block;
+* optimiser: full-batch Adam in float64, a cosine learning-rate decay over a fixed number
+  of steps, keeping the iterate with the lowest training loss (never worse than the start).
+  Deterministic: the only randomness is the fresh units' seeded initialisation.
+
+Evaluation figures: `gate_errors` (a block given the base network's own input) and
+`end_to_end` (every block replaced, against the base network's predictions and gates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arch import block_channels, hidden_width
+from ..maths import kl_divergence, sigmoid
+from ..results import SEParameters
+from .reduction import hidden_unit_importance
+
+WARMUP = 25  # steps of linear learning-rate warm-up (Adam's first steps are large)
+EXACT_KL = 1e-12  # a start this close to the targets is already the fit (float32 noise)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How `fit_block` optimises (everything that changes its result)."""
+
+    steps: int = 400
+    lr: float = 3e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BlockFit:
+    """One fitted block: params float32 (Linear form), training KL at the start and at the
+    kept iterate, and the number of Adam steps run."""
+
+    params: SEParameters
+    start_kl: float
+    kl: float
+    steps: int
+
+
+def _f64(p: SEParameters) -> list[np.ndarray]:
+    return [np.asarray(x, dtype=np.float64) for x in (p.w1, p.b1, p.w2, p.b2)]
+
+
+def se_gates(p: SEParameters, squeeze: np.ndarray) -> np.ndarray:
+    """(N, C) float64 gates of the SE MLP ``p`` for squeeze values (N, C)."""
+    w1, b1, w2, b2 = _f64(p)
+    z = np.asarray(squeeze, dtype=np.float64)
+    return sigmoid(np.maximum(z @ w1 + b1, 0.0) @ w2 + b2)
+
+
+def _entropy(s: np.ndarray) -> float:
+    """Mean binary entropy of targets in [0, 1] (0 log 0 = 0)."""
+    s = np.clip(s, 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(s > 0, s * np.log(s), 0.0) + np.where(s < 1, (1 - s) * np.log1p(-s), 0.0))
+    return float(h.mean())
+
+
+def init_params(base: SEParameters, hidden: int, squeeze: np.ndarray, seed: int = 0,
+                block: int = 0) -> SEParameters:
+    """Start of a fit at ``hidden`` units from the ``base`` block (float64).
+
+    hidden <= base width: the ``hidden`` most important base units on ``squeeze`` (N, C)
+    (ties keep unit order), kept in their original order. hidden > base width: every base
+    unit, then fresh units with W1 and b1 drawn uniform(+-1/sqrt(C)) from
+    ``default_rng([seed, block, hidden])`` and zero outgoing weights W2.
+    """
+    w1, b1, w2, b2 = _f64(base)
+    channels, h0 = w1.shape
+    if hidden < 1:
+        raise ValueError(f"hidden width must be >= 1, got {hidden}")
+    if hidden <= h0:
+        order = np.argsort(-hidden_unit_importance(base, squeeze), kind="stable")[:hidden]
+        keep = np.sort(order)
+        return SEParameters(w1[:, keep].copy(), b1[keep].copy(), w2[keep].copy(), b2.copy())
+    rng = np.random.default_rng([int(seed), int(block), int(hidden)])
+    bound = 1.0 / np.sqrt(channels)
+    extra = hidden - h0
+    return SEParameters(np.concatenate([w1, rng.uniform(-bound, bound, (channels, extra))], 1),
+                        np.concatenate([b1, rng.uniform(-bound, bound, extra)]),
+                        np.concatenate([w2, np.zeros((extra, channels))], 0), b2.copy())
+
+
+def _loss_and_grads(theta: list[np.ndarray], z: np.ndarray, s: np.ndarray, ent: float
+                    ) -> tuple[float, list[np.ndarray]]:
+    """Training KL (mean over N and C) and its gradients for theta = [w1, b1, w2, b2].
+
+    The BCE of logits x with soft targets s is softplus(x) - s x, its gradient
+    sigmoid(x) - s; both come from one exp(-|x|) (the elementwise work, not the matrix
+    products, dominates a step), in place where it can."""
+    w1, b1, w2, b2 = theta
+    a = z @ w1
+    a += b1
+    h = np.maximum(a, 0.0)
+    x = h @ w2
+    x += b2
+    e = np.exp(-np.abs(x))
+    loss = (np.maximum(x, 0.0).sum() + np.log1p(e).sum() - np.vdot(s, x)) / s.size - ent
+    gl = np.where(x >= 0, 1.0, e)
+    gl /= 1.0 + e  # sigmoid(x), without overflow
+    gl -= s
+    gl /= s.size
+    gh = gl @ w2.T
+    gh *= a > 0
+    return float(loss), [z.T @ gh, gh.sum(0), h.T @ gl, gl.sum(0)]
+
+
+def fit_block(base: SEParameters, squeeze: np.ndarray, gates: np.ndarray, hidden: int,
+              settings: FitSettings = FitSettings(), block: int = 0) -> BlockFit:
+    """Fit an SE MLP of ``hidden`` units to reproduce ``gates`` (N, C) from ``squeeze``
+    (N, C), starting from `init_params` (module docstring for the method)."""
+    z = np.asarray(squeeze, dtype=np.float64)
+    s = np.asarray(gates, dtype=np.float64)
+    if z.ndim != 2 or z.shape != s.shape or z.shape[1] != np.shape(base.w1)[0]:
+        raise ValueError(f"squeeze and gates must both be (N, {np.shape(base.w1)[0]}), "
+                         f"got {z.shape} and {s.shape}")
+    if z.shape[0] == 0:
+        raise ValueError("no training images to fit on")
+    p0 = init_params(base, hidden, z, settings.seed, block)
+    theta = [p0.w1, p0.b1, p0.w2, p0.b2]
+    ent = _entropy(s)
+    m = [np.zeros_like(t) for t in theta]
+    v = [np.zeros_like(t) for t in theta]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    start, grads = _loss_and_grads(theta, z, s, ent)
+    best, best_theta, steps = start, [t.copy() for t in theta], 0
+    while steps < settings.steps and start > EXACT_KL:
+        lr = settings.lr * min(1.0, (steps + 1) / WARMUP) * 0.5 * (
+            1.0 + np.cos(np.pi * steps / settings.steps))
+        steps += 1
+        for t, g, mi, vi in zip(theta, grads, m, v):
+            mi *= beta1
+            mi += (1 - beta1) * g
+            vi *= beta2
+            vi += (1 - beta2) * g * g
+            t -= lr * (mi / (1 - beta1 ** steps)) / (np.sqrt(vi / (1 - beta2 ** steps)) + eps)
+        loss, grads = _loss_and_grads(theta, z, s, ent)
+        if loss < best:
+            best, best_theta = loss, [t.copy() for t in theta]
+    params = SEParameters(*(t.astype(np.float32) for t in best_theta))
+    return BlockFit(params, float(start), float(best), steps)
+
+
+def gate_errors(p: SEParameters, squeeze: np.ndarray, gates: np.ndarray) -> dict[str, float]:
+    """{"rmse", "max"}: root-mean-square and largest |s_hat - s| over (N, C), when the block
+    ``p`` gets the base network's squeeze values and should give its gates."""
+    d = se_gates(p, squeeze) - np.asarray(gates, dtype=np.float64)
+    return {"rmse": float(np.sqrt(np.mean(d * d))), "max": float(np.abs(d).max())}
+
+
+def end_to_end(base_logits: np.ndarray, base_gates: Mapping[str, np.ndarray],
+               logits: np.ndarray, gates: Mapping[str, np.ndarray]) -> dict:
+    """Every block replaced, on the same images: {"n_images", "top1_agreement" (share of
+    images whose top-1 class equals the base network's), "mean_kl" (mean KL of the base
+    predictions to these, nats), "gate_mad": block -> mean |gate - base gate| over (N, C)}."""
+    base_logits, logits = np.asarray(base_logits), np.asarray(logits)
+    if base_logits.shape != logits.shape or base_logits.shape[0] == 0:
+        raise ValueError(f"logits must have the same non-empty shape, got {base_logits.shape} "
+                         f"and {logits.shape}")
+    agree = base_logits.argmax(axis=1) == logits.argmax(axis=1)
+    mad = {b: float(np.abs(np.asarray(gates[b], np.float64) - np.asarray(g, np.float64)).mean())
+           for b, g in base_gates.items()}
+    return {"n_images": int(base_logits.shape[0]), "top1_agreement": float(agree.mean()),
+            "mean_kl": float(kl_divergence(base_logits, logits).mean()), "gate_mad": mad}
+
+
+def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) sorted int64 indices of 0..n-1: a seeded permutation's first
+    round(fraction * n) entries (at least 1, at most n - 1) are held out."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be between 0 and 1 (exclusive), "
+                         f"got {fraction}")
+    if n < 2:
+        raise ValueError(f"a train/held-out split needs at least 2 images, got {n}")
+    held = min(n - 1, max(1, int(round(fraction * n))))
+    perm = np.random.default_rng([int(seed), n]).permutation(n)
+    return np.sort(perm[held:]).astype(np.int64), np.sort(perm[:held]).astype(np.int64)
+
+
+def se_parameter_count(width: int, reduction: float) -> int:
+    """Parameters of all 16 SE blocks at ratio r: per block 2 C h + h + C."""
+    total = 0
+    for c in block_channels(width).values():
+        h = hidden_width(c, reduction)
+        total += 2 * c * h + h + c
+    return total
+
+
+def hidden_widths(width: int, reduction: float) -> dict[str, int]:
+    """Block -> hidden width int(C / r) (at least 1)."""
+    return {b: hidden_width(c, reduction) for b, c in block_channels(width).items()}
+
+
+def summary_rows(fits: Mapping[str, Mapping]) -> list[dict]:
+    """One row per r (sorted) of refit.json's "fits": r, SE params, mean and worst block
+    RMSE, worst max error, top-1 agreement, mean KL."""
+    rows = []
+    for key in sorted(fits, key=float):
+        f = fits[key]
+        rmse = [b["rmse"] for b in f["blocks"].values()]
+        e2e = f["end_to_end"]
+        rows.append({"r": float(key), "se_params": f["se_params"],
+                     "mean_rmse": float(np.mean(rmse)), "worst_rmse": float(np.max(rmse)),
+                     "worst_max": float(max(b["max"] for b in f["blocks"].values())),
+                     "top1_agreement": e2e["top1_agreement"], "mean_kl": e2e["mean_kl"]})
+    return rows
+
+
+def ratio_key(r: float) -> str:
+    """How r is written in file names and refit.json keys: ``f"{r:g}"`` (8, 2.5)."""
+    return f"{float(r):g}"

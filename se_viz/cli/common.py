@@ -1,0 +1,126 @@
+"""What every se-viz subcommand shares: messages, argument types, model options, the
+default weights, a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..arch import ARCHS, PRETRAINED, SE_IMPLS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INCOMPLETE = 3
+
+
+def err(message: str) -> None:
+    print(f"se-viz: error: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"se-viz: warning: {message}", file=sys.stderr)
+
+
+def progress_bar(desc: str):
+    """A tqdm bar on stderr driven by download's (done, total) callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+               leave=True)
+
+    def update(done: int, total: int | None) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+    return bar, update
+
+
+def resolve_weights(arch: str, weights: str | None) -> str | None:
+    """--weights default: the cached pretrained file if present, else None (untrained)."""
+    from ..engine import download
+
+    if weights is not None:
+        return weights
+    cached = download.cached_path(arch)
+    if cached is not None:
+        return str(cached)
+    warn(f"no pretrained weights for {arch} in the cache; running with UNTRAINED (seeded "
+          "random) weights, so the gates mean nothing. Get the real file with "
+          f"'python -m se_viz weights fetch --arch {arch}' (needs internet) or save it by hand "
+          f"as {download.expected_path(arch)}")
+    return None
+
+
+def load_model(args: argparse.Namespace):
+    from ..engine import download
+    from ..engine.build import build_model
+
+    weights = resolve_weights(args.arch, args.weights)
+    progress = None
+    bar = None
+    if weights == "pretrained" and download.cached_path(args.arch) is None:
+        bar, progress = progress_bar(PRETRAINED[args.arch].filename)
+    try:
+        return build_model(args.arch, weights, reduction=args.reduction,
+                           num_classes=args.num_classes, width=args.width,
+                           se_impl=args.se_impl, progress=progress,
+                           se_weights=getattr(args, "se_weights", None))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"the reduction ratio r must be >= 1, got {text}")
+    return value
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def model_options(p: argparse.ArgumentParser, arch_default: str | None = "se_resnet50_vd"
+                   ) -> None:
+    p.add_argument("--arch", choices=ARCHS, default=arch_default,
+                   help="network layout (default: %(default)s)")
+    p.add_argument("--reduction", type=ratio, default=16, help="SE reduction ratio r (16)")
+    p.add_argument("--se-impl", choices=SE_IMPLS, default="linear",
+                   help="SE block's fully connected layers: nn.Linear (PaddleClas) or 1x1 "
+                        "conv (timm); the same numbers (default: %(default)s)")
+    p.add_argument("--num-classes", type=positive, default=1000, help="classifier size (1000)")
+    p.add_argument("--width", type=positive, default=64, help=argparse.SUPPRESS)  # tests/demos
+
+
+def workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
+                   help="decoding processes, 0 = decode here (default: %(default)s)")
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def err_skipped(skipped: Sequence[tuple[str, str]], listing: Path) -> None:
+    lines = "".join(f"\n  {name}: {why}" for name, why in skipped[:20])
+    more = f"\n  ... ({len(skipped) - 20} more)" if len(skipped) > 20 else ""
+    err(f"{len(skipped)} file(s) could not be used and were skipped "
+         f"(all listed in {listing}):{lines}{more}")
