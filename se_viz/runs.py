@@ -8,10 +8,13 @@ a network actually runs (`se_viz.engine`).
 
 from __future__ import annotations
 
+import bisect
+import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from .cache import BoundedCache
 from .results import Intervention
 
 RESULT_ENTRIES = 64  # per-image results kept by the process (also bounded in bytes)
+log = logging.getLogger("se_viz.runs")
 
 
 @dataclass(frozen=True)
@@ -127,101 +131,162 @@ class Results:
         self.queue = queue
 
     def image(self, photo: Photo, model: Any,
-              on_wait: Callable[[int, int], None] | None = None) -> ImageResult:
+              on_wait: Callable[[int, int], None] | None = None,
+              running: Callable[[], AbstractContextManager] | None = None) -> ImageResult:
         """``photo`` through ``model`` once per (sha256, network), shared by every session;
-        computed in turn (`FairQueue`), ``on_wait(ahead, total)`` while waiting."""
+        computed in turn (`FairQueue`), ``on_wait(ahead, total)`` while waiting, inside
+        ``running()`` (e.g. a spinner) while it runs."""
         return self._get((photo.digest, net_key(model)), lambda: run_image(photo, model),
-                         on_wait)
+                         on_wait, running)
 
     def modified(self, photo: Photo, res: ImageResult, model: Any, spec: str,
                  intervention: Intervention,
-                 on_wait: Callable[[int, int], None] | None = None) -> Modified:
+                 on_wait: Callable[[int, int], None] | None = None,
+                 running: Callable[[], AbstractContextManager] | None = None) -> Modified:
         """One image under an intervention that ``spec`` names fully, in the same cache."""
         return self._get(("modified", photo.digest, net_key(model), spec),
-                         lambda: run_modified(res, model, intervention), on_wait)
+                         lambda: run_modified(res, model, intervention), on_wait, running)
 
     def _get(self, key: tuple, compute: Callable[[], Any],
-             on_wait: Callable[[int, int], None] | None) -> Any:
-        def queued() -> Any:  # only a miss waits in the queue
-            with self.queue.turn(on_wait):
-                return compute()
+             on_wait: Callable[[int, int], None] | None,
+             running: Callable[[], AbstractContextManager] | None) -> Any:
+        def queued() -> Any:  # only a miss waits in the queue (a rerun keeps its place)
+            digest = key[1] if key[0] == "modified" else key[0]
+            with self.queue.turn(on_wait, key=key, tag=digest[:12]):
+                with running() if running else nullcontext():
+                    return compute()
         return self.cache.get_or_compute(key, queued)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One caller's turn through a `FairQueue`: its ticket (arrival number), tag, seconds
+    waited and seconds run (None: it left the line without running)."""
+
+    ticket: int
+    tag: str
+    waited: float
+    ran: float | None
 
 
 class FairQueue:
     """A first-come, first-served turnstile: at most ``slots`` holders at once, served in
     the order they arrived (a plain lock or semaphore wakes waiters in any order).
 
-    ``with queue.turn(on_wait):`` blocks until it is this caller's turn; ``on_wait(ahead,
-    waiting)`` is called at once and about every ``poll`` seconds while waiting (a front end
-    shows the position there; an exception it raises, e.g. a closed browser tab, leaves the
-    queue cleanly). The turn is given back when the block ends, also on errors.
+    ``with queue.turn(on_wait, key=..., tag=...):`` blocks until it is this caller's turn.
+    ``on_wait(ahead, waiting)`` is called while it waits: at once, whenever its place
+    changes, at least every ``poll`` seconds, and one last time right before the turn
+    starts. An exception it raises (a Streamlit script that is stopped because its tab
+    closed, or rerun) takes the ticket out of the line before any work starts. A caller
+    that left so and comes back with the same ``key`` within ``keep`` seconds (the rerun
+    of the same request) gets its old place back. The turn is given back when the block
+    ends, also on errors. `history` keeps the last turns (for logs and benchmarks).
     """
 
-    def __init__(self, slots: int = 1, poll: float = 0.25) -> None:
+    def __init__(self, slots: int = 1, poll: float = 0.25, keep: float = 30.0,
+                 history: int = 256) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        self.slots, self.poll = int(slots), float(poll)
+        if poll <= 0 or keep < 0:
+            raise ValueError(f"poll must be > 0 and keep >= 0, got {poll} and {keep}")
+        self.slots, self.poll, self.keep = int(slots), float(poll), float(keep)
         self._cond = threading.Condition()
-        self._waiting: deque[int] = deque()
+        self._line: list[int] = []  # tickets waiting, in arrival order (sorted)
+        self._left: dict[Hashable, tuple[int, float]] = {}  # key -> (ticket, when it left)
         self._serving = 0
         self._next = 0
-        self.served = 0
-
-    def position(self, ticket: int) -> int:
-        """How many callers are ahead of ``ticket`` in the line (caller holds the lock)."""
-        return self._waiting.index(ticket)
+        self.served = self.abandoned = 0
+        self.history: deque[Turn] = deque(maxlen=history)
 
     @contextmanager
-    def turn(self, on_wait: Callable[[int, int], None] | None = None) -> Iterator[None]:
+    def turn(self, on_wait: Callable[[int, int], None] | None = None,
+             key: Hashable | None = None, tag: str = "") -> Iterator[int]:
+        """Wait for a turn (see the class); yields the ticket."""
+        arrived = time.monotonic()
         with self._cond:
-            ticket = self._next
-            self._next += 1
-            self._waiting.append(ticket)
+            ticket = self._ticket(key, arrived)
+            bisect.insort(self._line, ticket)
         try:
             self._wait(ticket, on_wait)
         except BaseException:
-            with self._cond:
-                self._waiting.remove(ticket)
-                self._cond.notify_all()
+            self._leave(ticket, key, tag, time.monotonic() - arrived)
             raise
+        started = time.monotonic()
         try:
-            yield
+            yield ticket
         finally:
+            turn = Turn(ticket, tag, started - arrived, time.monotonic() - started)
             with self._cond:
                 self._serving -= 1
                 self.served += 1
+                self.history.append(turn)
+                waiting = len(self._line)
                 self._cond.notify_all()
+            log.info("queue: served ticket %d [%s] waited %.2f s, ran %.2f s; %d waiting",
+                     ticket, tag, turn.waited, turn.ran, waiting)
+
+    def _ticket(self, key: Hashable | None, now: float) -> int:
+        """The caller's place: its old ticket if ``key`` left recently, else a new one
+        (caller holds the lock)."""
+        for old in [k for k, (_, when) in self._left.items() if now - when > self.keep]:
+            del self._left[old]
+        if key is not None and key in self._left:
+            return self._left.pop(key)[0]
+        self._next += 1
+        return self._next - 1
 
     def _wait(self, ticket: int, on_wait: Callable[[int, int], None] | None) -> None:
-        last = None
+        told, told_at = None, 0.0  # ((ahead, waiting), free) on_wait was last called with
         while True:
             with self._cond:
-                ahead = self.position(ticket)
-                if ahead == 0 and self._serving < self.slots:
-                    self._waiting.popleft()
+                ahead = self._line.index(ticket)
+                state = (ahead, len(self._line))
+                free = ahead < self.slots - self._serving
+                if free and (on_wait is None or told == (state, True)):
+                    self._line.remove(ticket)  # on_wait was asked since it became free
                     self._serving += 1
                     return
-                state = (ahead, len(self._waiting))
-                if on_wait is None or state == last:
-                    self._cond.wait(self.poll)
+                recent = told is not None and told[0] == state and \
+                    time.monotonic() - told_at < self.poll
+                if on_wait is None or (recent and not free):
+                    self._cond.wait(self.poll - (time.monotonic() - told_at) if recent
+                                    else self.poll)
                     continue
-            last = state
             on_wait(*state)  # outside the lock: it may draw or raise; then look again
+            told, told_at = (state, free), time.monotonic()
+
+    def _leave(self, ticket: int, key: Hashable | None, tag: str, waited: float) -> None:
+        with self._cond:
+            self._line.remove(ticket)
+            if key is not None:
+                self._left[key] = (ticket, time.monotonic())
+            self.abandoned += 1
+            self.history.append(Turn(ticket, tag, waited, None))
+            waiting = len(self._line)
+            self._cond.notify_all()
+        log.info("queue: ticket %d [%s] left after %.2f s without running; %d waiting",
+                 ticket, tag, waited, waiting)
+
+    def typical_run(self, last: int = 16) -> float | None:
+        """Median seconds of the last ``last`` turns that ran (None before the first)."""
+        with self._cond:
+            ran = sorted([t.ran for t in self.history if t.ran is not None][-last:])
+        return ran[len(ran) // 2] if ran else None
 
     def snapshot(self) -> Mapping[str, int]:
-        """waiting, serving and served counts (for a status line or a benchmark)."""
+        """waiting, serving, served and abandoned counts (a status line, a benchmark)."""
         with self._cond:
-            return {"waiting": len(self._waiting), "serving": self._serving,
-                    "served": self.served}
+            return {"waiting": len(self._line), "serving": self._serving,
+                    "served": self.served, "abandoned": self.abandoned}
 
 
-def wait_text(ahead: int, waiting: int) -> str:
-    """What a user waiting in the queue is told."""
+def wait_text(ahead: int, waiting: int, per_turn: float | None = None) -> str:
+    """What a user waiting in the queue is told (``per_turn``: typical seconds per image)."""
+    eta = f" About {max(1, round((ahead + 1) * per_turn))} s to go." if per_turn else ""
     if ahead == 0:
-        return "Your image is next; the network is busy with another user's image."
-    return (f"Queued: {ahead} image(s) of other users ahead of yours ({waiting} waiting). "
-            "Each takes about a quarter of a second.")
+        return "Your image is next: it runs as soon as the one before it is done." + eta
+    return (f"Queued: {ahead} image(s) of other users ahead of yours ({waiting} waiting), "
+            "served in the order they arrived." + eta)
 
 
 @dataclass(frozen=True)

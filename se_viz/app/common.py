@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,9 +17,46 @@ from .. import images, labels
 from ..analysis import top_channels, topk_change
 from ..errors import SEVizError
 from ..plots.predictions import topk_compare
-from .state import shared_figure
+from ..runs import wait_text
+from .state import results, shared_figure
 
 log = logging.getLogger("se_viz.app")
+PROBE = "_se_viz_queue_probe"  # a session-state key that is never set
+
+
+@st.cache_resource(show_spinner=False)
+def server_log() -> bool:
+    """se_viz's log lines (queue turns, unexpected errors; with SE_VIZ_LOG_LEVEL=debug also
+    each page run's time) on the server's stderr at Streamlit's level (``--logger.level``,
+    info by default) unless SE_VIZ_LOG_LEVEL says another; once per process. They go to
+    the root logger's handler: a new one in Streamlit's format unless there is one already
+    (Paddle adds one when imported if there is none; pytest has its own)."""
+    level = (os.environ.get("SE_VIZ_LOG_LEVEL", "").strip()
+             or str(st.get_option("logger.level"))).upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise SEVizError(f"SE_VIZ_LOG_LEVEL must be debug, info, warning or error, got "
+                         f"{level.lower()!r}. Fix the variable and restart.")
+    logging.getLogger("se_viz").setLevel(level)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(st.get_option("logger.messageFormat")))
+        root.addHandler(handler)
+    return True
+
+
+@st.cache_resource(show_spinner=False)
+def freeze_startup_heap() -> int:
+    """Hide what start-up made (modules, Paddle, Plotly, the model and its fast graph: about
+    250,000 objects at full size) from the garbage collector, once per process; returns
+    how many. Streamlit runs a full collection after every script run
+    (``runner.postScriptGC``); over that heap one held the GIL for 130 ms here, stalling
+    every other session's script, the captures' Python and the websocket sends. Afterwards
+    it takes 1-4 ms. Garbage is collected first, so nothing dead is kept."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
 
 GENERIC_ERROR = ("Something unexpected went wrong while {what}. The details were written to the "
                  "server log; the rest of the page still works. Try again or reload the page.")
@@ -87,24 +127,54 @@ def render_topk_change(before: np.ndarray, after: np.ndarray, model: Any, key: s
                + ("changed." if change["top1_changed"] else "unchanged."))
 
 
+class QueueNotice:
+    """``on_wait(ahead, waiting)`` for `se_viz.runs.FairQueue`: draws the user's place in
+    the line and a progress bar into ``spot`` while they wait behind others (nothing while
+    they are next for under ``quiet`` seconds, so a short wait flashes no notice, and
+    nothing new when nothing changed). Every call is also a Streamlit yield point: a session
+    whose tab closed (Streamlit stops its script) or that reruns raises here, which takes
+    its ticket out of the line before its work starts.
+    `running` is what the spot shows while the turn runs: a spinner saying ``label``.
+    While waiting there is no spinner: its animation, in every waiting tab, costs the
+    browser far more than the notice does (and says less)."""
+
+    def __init__(self, spot: Any, per_turn: Callable[[], float | None],
+                 label: str | None = None, quiet: float = 0.3) -> None:
+        self.spot, self.per_turn, self.label, self.quiet = spot, per_turn, label, quiet
+        self.drawn: tuple[int, int] | None = None
+        self.first: int | None = None
+        self.since: float | None = None
+
+    def __call__(self, ahead: int, waiting: int) -> None:
+        self.since = self.since or time.monotonic()
+        short = ahead == 0 and self.drawn is None and time.monotonic() - self.since < self.quiet
+        if (ahead, waiting) == self.drawn or short:
+            st.session_state.get(PROBE)  # reading session state checks for stop / rerun
+            return
+        self.first = self.first or max(ahead, 1)
+        with self.spot.container():
+            st.info(wait_text(ahead, waiting, self.per_turn()))
+            st.progress(1.0 - min(ahead, self.first) / (self.first + 1),
+                        text=f"{ahead} ahead of you" if ahead else "next")
+        self.drawn = (ahead, waiting)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """While the turn runs: the notice gives way to a spinner (Streamlit shows it after
+        half a second, so a quick turn shows none)."""
+        if self.label is None:
+            yield
+            return
+        with self.spot.container(), st.spinner(self.label):
+            yield
+
+
 @contextmanager
-def queue_notice() -> Iterator[Any]:
-    """A callback for `se_viz.runs.FairQueue` waits that shows the user's place in the line
-    (and a progress bar) while they wait; the notice is cleared afterwards."""
-    from ..runs import wait_text
-
+def queue_notice(label: str | None = None) -> Iterator[QueueNotice]:
+    """A `QueueNotice` for the waits of one computation (``label``: its spinner's text);
+    the notice is cleared afterwards."""
     spot = st.empty()
-    first: list[int] = []
-
-    def on_wait(ahead: int, waiting: int) -> None:
-        if not first:
-            first.append(max(ahead, 1))
-        done = 1.0 - min(ahead, first[0]) / (first[0] + 1)
-        with spot.container():
-            st.info(wait_text(ahead, waiting))
-            st.progress(done, text=f"{ahead} ahead of you")
-
     try:
-        yield on_wait
+        yield QueueNotice(spot, results().queue.typical_run, label)
     finally:
         spot.empty()

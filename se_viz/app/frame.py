@@ -1,7 +1,8 @@
 """The app's frame: page config, the sidebar, and the table of views as tabs.
 
     streamlit run app.py          (in a checkout; app.py calls `main`)
-    se-viz app [--port P]         (from an installed package; runs this file)
+    se-viz app [--port P]         (from an installed package: streamlit runs
+                                   se_viz/app/script.py, which calls `main`)
     SE_VIZ_WIDTH=8 ...            a narrow, fast demo model (the tests use it)
 
 Every number comes from se_viz: images run once per (image, weights, settings) and are
@@ -11,6 +12,7 @@ blocks, channel order or k only redraws cached arrays.
 
 from __future__ import annotations
 
+import os
 import time
 
 import streamlit as st
@@ -18,7 +20,8 @@ import streamlit as st
 from ..plots import gate_curve
 from ..runs import Photo
 from . import sidebar
-from .common import chart, guard, log, queue_notice
+from .common import chart, freeze_startup_heap, guard, log, queue_notice, server_log
+from .refit import refit_ui
 from .state import (FULL_WIDTH, Loaded, Page, env_int, keep_paddle_eager, results,
                     shared_figure, warm_imports)
 from .views import LABELS, VIEWS
@@ -26,29 +29,32 @@ from .views import LABELS, VIEWS
 TITLE = "SE gates of SE-ResNet-50"
 
 
-def sidebar_ui(width: int) -> tuple[list[Photo], object, object]:
-    """Photos, the model (with its status) and the dataset statistics chosen in the sidebar."""
+def sidebar_ui(width: int) -> tuple[list[Photo], object, object, object]:
+    """Photos, the model (with its status), the dataset statistics and the refit folder
+    chosen in the sidebar."""
     with st.sidebar:
         photos = sidebar.photos_ui()
         st.subheader("Model")
         status = st.container()
         choice = sidebar.network_ui(width)
         baseline = sidebar.baseline_ui()
+        refit = refit_ui()
     with status:
         model = sidebar.get_model(choice)
         sidebar.render_weights_status(model, width)
-    return photos, model, baseline
+    return photos, model, baseline, refit
 
 
 def analyse_all(photos: list[Photo], model) -> Loaded:
-    """Run every photo (cached; in turn with other users'); a bad one shows its error and
-    is left out."""
+    """Run every photo (cached; in turn with other users': a waiting user sees their place
+    in the line, then a spinner while their photo runs); a bad one shows its error and is
+    left out."""
     kept, done = [], []
-    with st.spinner(f"Running {len(photos)} image(s) through the network ..."):
-        for photo in photos:
-            with guard(f"analysing '{photo.name}'"), queue_notice() as on_wait:
-                done.append(results().image(photo, model, on_wait))
-                kept.append(photo)
+    for i, photo in enumerate(photos):
+        label = f"Running '{photo.name}' ({i + 1} of {len(photos)}) through the network ..."
+        with guard(f"analysing '{photo.name}'"), queue_notice(label) as notice:
+            done.append(results().image(photo, model, notice, notice.running))
+            kept.append(photo)
     return Loaded(tuple(kept), tuple(done))
 
 
@@ -66,7 +72,8 @@ def render_welcome() -> None:
 
 def app() -> None:
     width = env_int("SE_VIZ_WIDTH", FULL_WIDTH, "64 (SE-ResNet-50) or 8 (fast demo)")
-    photos, model, baseline = sidebar_ui(width)
+    photos, model, baseline, refit = sidebar_ui(width)
+    freeze_startup_heap()  # after the first model is built
     if model.info.untrained:
         st.warning("**Untrained weights: the attention shown means nothing.** Download the "
                    "pretrained file or choose a weights file in the sidebar.")
@@ -76,7 +83,7 @@ def app() -> None:
     loaded = analyse_all(photos, model)
     if not loaded.results:
         return
-    page = Page(loaded, model, baseline)
+    page = Page(loaded, model, baseline, refit)
     for tab, view in zip(st.tabs(LABELS, key="view", on_change="rerun"), VIEWS):
         if tab.open is False:
             continue
@@ -85,16 +92,17 @@ def app() -> None:
 
 
 def main() -> None:
+    # One server, many sessions: ONNX Runtime workers sleep instead of spinning, so that
+    # other sessions' pages and the websocket get the cores (benchmarks/capture_contention.py).
+    os.environ.setdefault("SE_VIZ_SPIN", "0")
     st.set_page_config(page_title=TITLE, page_icon=":eye:", layout="wide")
     st.title(TITLE)
     st.caption("What every Squeeze-and-Excitation block attends to, for your photos.")
     start = time.perf_counter()
     with guard("building the page"):
+        server_log()
         keep_paddle_eager()
         warm_imports()
         app()
-    log.debug("page script ran in %.1f ms", 1000 * (time.perf_counter() - start))
-
-
-if __name__ == "__main__":  # `se-viz app` runs this file with streamlit
-    main()
+    log.debug("page script ran in %.1f ms (%s)", 1000 * (time.perf_counter() - start),
+              st.session_state.get("view", "no view"))

@@ -19,6 +19,14 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def ort_spinning() -> bool:
+    """Whether ONNX Runtime's worker threads spin between ops: ``$SE_VIZ_SPIN`` ("1" or
+    "0"), default on. Spinning makes one capture on an otherwise idle machine ~10 % faster
+    (benchmarks/vs_previous.py); beside other busy threads it made captures and those
+    threads slower (benchmarks/capture_contention.py), so the app turns it off."""
+    return os.environ.get("SE_VIZ_SPIN", "1").strip() != "0"
+
+
 def set_cpu_threads(n: int | None = None) -> int:
     """Let Paddle's CPU kernels use ``n`` threads (default `cpu_threads()`); returns it.
 

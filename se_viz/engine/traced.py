@@ -46,7 +46,7 @@ from ..paths import atomic_write, graph_cache_dir
 from ..results import Capture, FeatureMaps
 from .hooks import GateRecorder, capture_hooks, check_names, model_lock
 from .model import SEResNet, se_blocks
-from .runtime import cpu_threads
+from .runtime import cpu_threads, ort_spinning
 from .weights import export_state
 
 KEEP_GRAPHS = 4   # graph files kept on disk (~110 MB each at full size), newest first
@@ -198,9 +198,10 @@ def quiet():
 
 
 # ----------------------------------------------------------------------------- runtime
-def ort_session(onnx: bytes, threads: int):
+def ort_session(onnx: bytes, threads: int, spin: bool | None = None):
     """An ONNX Runtime CPU session with every graph optimisation, ``threads`` intra-op
-    threads, spinning only while it runs, and no per-initialiser warnings."""
+    threads and no per-initialiser warnings. ``spin`` (default `runtime.ort_spinning`):
+    workers spin while a run lasts and stop right after it, or sleep when out of work."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -208,10 +209,11 @@ def ort_session(onnx: bytes, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # no "unused initialiser" warning per weight
-    # Spin while running (many small ops at batch 1), stop right after: the app's
-    # Python work after a capture gets the cores back.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    if ort_spinning() if spin is None else spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+    else:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
 
 
