@@ -1,6 +1,7 @@
 """The app's server-side work without Streamlit: upload bytes -> figures, and view changes.
 
-Mirrors what the app (``se_viz.app``, through ``se_viz.runs``) does per request: decode the upload, capture every gate and every
+Mirrors what the app (``se_viz.app``, through ``se_viz.runs``) does per request: decode
+the upload, capture every gate and every
 block's feature maps in one pass (kept as float16, as the app keeps them), build the Plotly
 figures of the Overview and the Block explorer, and serialise them to JSON the way
 ``st.plotly_chart`` does. A view change starts from the cached result.
@@ -109,7 +110,8 @@ def run(model, image_path: Path, plan: Plan) -> list[Row]:
             m["view_seen"], "ms", "goal < 50 ms",
             "heatmap + 4 explorer figures, JSON only; " + spread(t["view_seen"])),
         Row(SECTION, "heatmap JSON, 16 blocks (15,104 gates)", heat / 1024, "KiB",
-            "goal < 200 KB (195 KiB)", f"sorted order (with channel ids): {heat_sorted / 1024:.0f} KiB"),
+            "goal < 200 KB (195 KiB)",
+            f"sorted order (with channel ids): {heat_sorted / 1024:.0f} KiB"),
         Row(SECTION, f"feature-map mosaic JSON, {K} maps of SE_3_4 {hw[0]}x{hw[1]}, before+after",
             grid / 1024, "KiB"),
     ]

@@ -7,7 +7,8 @@ other threads do Python work: other sessions' pages, figures, the websocket. Thi
 that: captures of the full SE-ResNet-50 with every block's maps (as the app runs them) in
 one thread, a Block explorer view change (4 figures + the JSON st.plotly_chart makes) in a
 loop in another, for ONNX Runtime sessions of the same graph with 2 threads spinning,
-2 threads not spinning (what the app uses: SE_VIZ_SPIN=0) and 1 thread. Rounds are interleaved so that
+2 threads not spinning (what the app uses: SE_VIZ_SPIN=0) and 1 thread. Rounds are
+interleaved so that
 the machine's noise falls on all alike. Prints capture and view-change times.
 """
 

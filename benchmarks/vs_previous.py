@@ -37,7 +37,9 @@ t0 = time.perf_counter()
 import se_viz
 model = se_viz.build_model(sys.argv[2], None)
 built = time.perf_counter() - t0
-x = np.random.default_rng(0).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
+xs = {b: np.random.default_rng(0).normal(0, 1, (b, 3, 224, 224)).astype(np.float32)
+      for b in (1, 8)}
+x = xs[1]
 t1 = time.perf_counter()
 se_viz.capture(model, x)
 first = time.perf_counter() - t1
@@ -47,12 +49,12 @@ maps = time.perf_counter() - t2
 print(json.dumps({"import_build_s": built, "first_capture_s": first, "first_maps_s": maps,
                   "module": se_viz.__file__}), flush=True)
 for line in sys.stdin:
-    n = int(line)
+    n, b = (int(v) for v in line.split())
     times = []
     for _ in range(n):
         a = time.perf_counter()
-        se_viz.capture(model, x)
-        times.append(time.perf_counter() - a)
+        se_viz.capture(model, xs[b], batch_size=b)
+        times.append((time.perf_counter() - a) / b)
     print(json.dumps(times), flush=True)
 '''
 
@@ -69,8 +71,9 @@ class Worker:
             raise RuntimeError(f"the worker for {root} did not start")
         self.start = json.loads(line)
 
-    def time(self, n: int) -> list[float]:
-        self.proc.stdin.write(f"{n}\n")
+    def time(self, n: int, batch: int = 1) -> list[float]:
+        """Seconds per image of ``n`` captures of ``batch`` images each."""
+        self.proc.stdin.write(f"{n} {batch}\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
@@ -94,22 +97,25 @@ def compare(arch: str, ref: str, rounds: int, per_round: int, tmp: Path) -> dict
     new = Worker(ROOT, arch, Path(tempfile.mkdtemp(dir=tmp)))
     try:
         assert Path(new.start["module"]).resolve().is_relative_to(ROOT), new.start
-        old.time(3), new.time(3)  # warm
-        a, b, ratios = [], [], []
-        for _ in range(rounds):
-            time.sleep(0.05)
-            ta = old.time(per_round)
-            time.sleep(0.05)
-            tb = new.time(per_round)
-            a += ta
-            b += tb
-            ratios.append(statistics.median(tb) / statistics.median(ta))
+        old.time(3), new.time(3), old.time(1, 8), new.time(1, 8)  # warm
+        out = {"arch": arch, "old": old.start, "new": new.start}
+        for batch, n in ((1, per_round), (8, max(1, per_round // 3))):
+            a, b, ratios = [], [], []
+            for _ in range(rounds):
+                time.sleep(0.05)
+                ta = old.time(n, batch)
+                time.sleep(0.05)
+                tb = new.time(n, batch)
+                a += ta
+                b += tb
+                ratios.append(statistics.median(tb) / statistics.median(ta))
+            out[f"b{batch}"] = {"old_ms": 1e3 * statistics.median(a),
+                                "new_ms": 1e3 * statistics.median(b),
+                                "paired_ratio": statistics.median(ratios)}
     finally:
         old.close()
         new.close()
-    return {"arch": arch, "old": old.start, "new": new.start,
-            "old_ms": 1e3 * statistics.median(a), "new_ms": 1e3 * statistics.median(b),
-            "paired_ratio": statistics.median(ratios)}
+    return out
 
 
 def main() -> None:
@@ -126,20 +132,23 @@ def main() -> None:
                    for arch in args.arch]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"se_viz capture, this checkout vs {args.ref} ({args.rounds} rounds x "
-          f"{args.per_round} captures each, alternating; batch 1, 224x224, seeded weights)\n")
-    print("| arch | first capture, empty cache (s): before / now | batch-1 capture (ms): "
-          "before / now | now / before (paired) |")
-    print("|---|---|---|---|")
+    print(f"se_viz capture, this checkout vs {args.ref} ({args.rounds} alternating rounds of "
+          f"{args.per_round} batch-1 / {max(1, args.per_round // 3)} batch-8 captures; "
+          "224x224, seeded weights; the paired ratio is the median of per-round ratios)\n")
+    print("| arch | first capture, empty cache (s): before / now | batch 1 (ms/img): before / "
+          "now | now / before | batch 8 (ms/img): before / now | now / before |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         first_old = r["old"]["import_build_s"] + r["old"]["first_capture_s"]
         first_new = r["new"]["import_build_s"] + r["new"]["first_capture_s"]
-        print(f"| {r['arch']} | {first_old:.1f} / {first_new:.1f} | {r['old_ms']:.1f} / "
-              f"{r['new_ms']:.1f} | {r['paired_ratio']:.3f}x |")
+        b1, b8 = r["b1"], r["b8"]
+        print(f"| {r['arch']} | {first_old:.1f} / {first_new:.1f} | {b1['old_ms']:.1f} / "
+              f"{b1['new_ms']:.1f} | {b1['paired_ratio']:.3f}x | {b8['old_ms']:.1f} / "
+              f"{b8['new_ms']:.1f} | {b8['paired_ratio']:.3f}x |")
     print("\nfirst capture = import + build the model + the first se_viz.capture (makes the "
           "fast graph); the maps variant the app uses: "
-          + ", ".join(f"{r['arch']} {r['old']['first_maps_s']:.1f} / {r['new']['first_maps_s']:.1f} s"
-                      for r in results))
+          + ", ".join(f"{r['arch']} {r['old']['first_maps_s']:.1f} / "
+                      f"{r['new']['first_maps_s']:.1f} s" for r in results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -354,4 +354,5 @@ def denormalize(x: np.ndarray, pre: Preprocessing = PADDLECLAS_EVAL) -> np.ndarr
     mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(pre.std, dtype=np.float32)[:, None, None]
     pixels = np.nan_to_num((x.astype(np.float32) * std + mean) * 255.0)
-    return np.ascontiguousarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0))
+    rgb = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))

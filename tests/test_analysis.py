@@ -31,7 +31,8 @@ unit_vectors = arrays(np.float64, st.integers(2, 40), elements=st.floats(0, 1))
 
 
 def test_analysis_and_figures_do_not_import_paddle():
-    code = ("import sys, se_viz.analysis, se_viz.plots, se_viz.plots.dataset, se_viz.analysis.dataset_stats; "
+    code = ("import sys, se_viz.analysis, se_viz.plots, se_viz.plots.dataset, "
+            "se_viz.analysis.dataset_stats; "
             "bad = [m for m in ('paddle', 'streamlit', 'se_viz.engine') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -55,7 +55,8 @@ def fresh_app(monkeypatch, **env: str) -> AppTest:
 
 
 def spy_captures(monkeypatch, record) -> None:
-    """Call ``record(model, kwargs)`` on every se_viz.engine.capture.capture (one per network run)."""
+    """Call ``record(model, kwargs)`` on every se_viz.engine.capture.capture (one per network
+    run)."""
     real = engine.capture
 
     def spy(model, images_, **kw):

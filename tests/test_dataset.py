@@ -344,8 +344,8 @@ def test_bad_files_are_skipped_listed_and_exit_non_zero(tmp_path, capsys):
     (data / "pug" / "0001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (data / "plane" / "fake.jpg").write_text("not a jpeg")
     (data / "plane" / "empty.png").write_bytes(b"")
-    code = cli_main(["analyze", str(data), "--out", str(tmp_path / "out"), "--workers", "1", *CLI_TINY,
-                         "--shard-size", "2"])  # shard 3 = plane/empty.png, plane/fake.jpg
+    code = cli_main(["analyze", str(data), "--out", str(tmp_path / "out"), "--workers", "1",
+                     *CLI_TINY, "--shard-size", "2"])  # shard 3 = plane/empty.png, plane/fake.jpg
     all_bad = npz_arrays(tmp_path / "out" / "shards" / "shard_00003.npz")
     assert all_bad["class_ids"].size == 0 and all_bad["bad_index"].tolist() == [6, 7]
     assert all_bad["index"].size == 0 and all_bad["block_mean"].shape == (0, 16)

@@ -138,7 +138,8 @@ def test_complete_transfer_hash_and_progress(server, tmp_path):
 def test_no_content_length_still_works(server, tmp_path):
     base, _ = server
     calls: list[tuple[int, int | None]] = []
-    dest = dl.download(f"{base}/nolength", tmp_path / "w.bin", progress=lambda d, t: calls.append((d, t)))
+    dest = dl.download(f"{base}/nolength", tmp_path / "w.bin",
+                       progress=lambda d, t: calls.append((d, t)))
     assert dest.read_bytes() == PAYLOAD
     assert calls[-1] == (len(PAYLOAD), None)
 

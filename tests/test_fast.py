@@ -148,7 +148,7 @@ def test_a_replaced_forward_or_a_foreign_hook_is_traced_again(traces):
     got = se_viz.capture(model, x)
     assert len(traces) == 2
     assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
-    handle = model.blocks[0][2].conv0.register_forward_post_hook(lambda l, i, o: o * 2.0)
+    handle = model.blocks[0][2].conv0.register_forward_post_hook(lambda layer, i, o: o * 2.0)
     try:
         got = se_viz.capture(model, x)
         assert len(traces) == 3

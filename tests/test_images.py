@@ -230,7 +230,8 @@ def test_bilevel_and_grey() -> None:
     bits.putpixel((1, 0), 1)
     out = decode_image(encode(bits, "PNG"), "b.png")
     assert out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((1, 0)) == (255, 255, 255)
-    assert decode_image(encode(Image.new("L", (2, 2), 77), "BMP"), "l.bmp").getpixel((0, 0)) == (77,) * 3
+    grey = decode_image(encode(Image.new("L", (2, 2), 77), "BMP"), "l.bmp")
+    assert grey.getpixel((0, 0)) == (77,) * 3
 
 
 @pytest.mark.parametrize("mode", sorted(Image.MODES))

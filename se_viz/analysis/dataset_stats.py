@@ -206,7 +206,8 @@ def typicality(stats: DatasetStats, gates: Mapping[str, np.ndarray],
         if g.shape != mean.shape:
             raise ValueError(f"{b}: the image has {g.size} channels but the stats have "
                              f"{mean.size}; the stats were made with another model "
-                             f"({stats.meta.get('arch', '?')}, width {stats.meta.get('width', '?')})")
+                             f"({stats.meta.get('arch', '?')}, width "
+                             f"{stats.meta.get('width', '?')})")
         z[b] = float(np.mean(np.abs(g - mean) / np.maximum(std, min_std)))
         norm = float(np.linalg.norm(g) * np.linalg.norm(mean))
         cos[b] = float(g @ mean / norm) if norm > 0 else 0.0

@@ -37,7 +37,8 @@ class FileList:
 
 
 def list_images(root: str | os.PathLike[str], limit_per_class: int | None = None) -> FileList:
-    """ImageFolder listing of ``root``: classes and files sorted, dot-files and non-images left out."""
+    """ImageFolder listing of ``root``: classes and files sorted, dot-files and non-images
+    left out."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"'{root}' is not a folder. Give a folder of images, or of one "

@@ -244,7 +244,8 @@ class FastGraph:
         wanted = self.outputs[:3] + [self._map_out[n] for n in features]
         out = self.session.run(wanted, {self.input: batch})
         gates = {n: out[1][:, cols] for n, cols in self._columns.items()}
-        maps = {n: FeatureMaps(m, m * gates[n][:, :, None, None]) for n, m in zip(features, out[3:])}
+        maps = {n: FeatureMaps(m, m * gates[n][:, :, None, None])
+                for n, m in zip(features, out[3:])}
         return Capture(logits=out[0], gates=gates,
                        squeeze={n: out[2][:, cols] for n, cols in self._columns.items()},
                        features=maps)
@@ -406,7 +407,8 @@ def _bind(model: SEResNet, maps: bool) -> _Binding:
         try:
             prefix = trace(model, maps, Path(tmp))
         except Exception as exc:  # Paddle's tracer raises many kinds; none is fatal here
-            raise GraphError(f"paddle.jit.to_static could not trace the model ({type(exc).__name__}: "
+            raise GraphError("paddle.jit.to_static could not trace the model "
+                             f"({type(exc).__name__}: "
                              f"{str(exc)[:300]})") from exc
         key = graph_key(model, prefix.with_suffix(".json"))
         data, path = _load_cached(key)

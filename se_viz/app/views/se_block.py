@@ -81,7 +81,8 @@ def render_steps(walk: Walkthrough, k: int) -> None:
               "gate s": [f"{s.gates[i]:.4f}" for i in shown]})
     st.markdown(f"**5. Reweight** U * s `(1, {c}, {h}, {w})`: each channel's map times its "
                 "gate, the largest and the smallest gates.")
-    rows = [("before (U)", maps[shown]), ("after (U * s)", maps[shown] * s.gates[shown, None, None])]
+    rows = [("before (U)", maps[shown]),
+            ("after (U * s)", maps[shown] * s.gates[shown, None, None])]
     chart(maps_mosaic(rows, shown, s.gates[shown]), "steps_reweight", height=320)
 
 
