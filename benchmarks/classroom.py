@@ -55,17 +55,20 @@ HEATMAP = ".js-plotly-plot text"  # the heatmap's block tick labels, as tests/te
 # The Block explorer has drawn: its 4 charts (histogram, scatter, two map mosaics) visible.
 EXPLORER_DRAWN = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .filter(p => p.offsetParent !== null && p.querySelector('.main-svg')).length >= 4"""
-# Records, in the page, every distinct queue notice and whether a progress bar was shown.
+# Records, in the page, every distinct queue notice with its bar's value (aria-valuenow,
+# null when the notice came without its bar).
 WATCH_QUEUE = """
-window.__queue = {texts: [], progress: false};
+window.__queue = {texts: []};
 const look = () => {
-  for (const el of document.querySelectorAll('[data-testid="stAlertContentInfo"]')) {
+  for (const el of document.querySelectorAll('.se-viz-queue')) {
     const t = el.textContent;
     const log = window.__queue.texts;
+    const bar = el.querySelector('[role="progressbar"]');
     if ((t.includes('Queued:') || t.includes('Your image is next'))
-        && (!log.length || log[log.length - 1].text !== t)) log.push({t: Date.now(), text: t});
+        && (!log.length || log[log.length - 1].text !== t))
+      log.push({t: Date.now(), text: t,
+                bar: bar ? Number(bar.getAttribute('aria-valuenow')) : null});
   }
-  if (document.querySelector('[data-testid="stProgress"]')) window.__queue.progress = true;
 };
 new MutationObserver(look).observe(document, {subtree: true, childList: true,
                                               characterData: true});
@@ -193,7 +196,7 @@ class Session:
     js_errors: list[str] = field(default_factory=list)
     queue_texts: list[str] = field(default_factory=list)
     queue_messages: int = 0  # websocket messages with a queue notice the page received
-    progress_seen: bool = False
+    queue_bars: list = field(default_factory=list)  # each notice's bar value (None: no bar)
     error: str = ""
 
 
@@ -270,7 +273,7 @@ async def drive(page, context, s: Session, path: Path, start: float, expected: l
     s.others_seen = [o for o in others if o in main]
     queue = await page.evaluate("window.__queue")
     s.queue_texts = [q["text"] for q in queue["texts"]]
-    s.progress_seen = bool(queue["progress"])
+    s.queue_bars = [q["bar"] for q in queue["texts"]]
     t = time.time()
     await page.get_by_role("tab", name="Block explorer").click()
     await page.get_by_text("Most amplified (top-k gates)").first.wait_for(timeout=timeout_ms)

@@ -160,7 +160,7 @@ def summarise(sessions: list, order: dict, server: dict, args) -> dict:
         "own_result": sum(s.name_ok and s.top5_ok and not s.others_seen for s in done),
         "saw_queue_text": sum(bool(s.queue_texts) for s in done),
         "sent_queue_text": sum(s.queue_messages > 0 for s in done),
-        "saw_progress": sum(s.progress_seen for s in done),
+        "saw_progress": sum(bool(s.queue_bars) and None not in s.queue_bars for s in done),
         "served_fifo": order["fifo"], "served": len(order["served"]),
         "turns": order["served"],  # (ticket, photo, waited s, ran s) in the order served
         "left_queue": order["left"], "inversions_vs_upload_order": inversions,
@@ -190,7 +190,7 @@ def table(sessions: list, summary: dict) -> str:
         f"{len(summary['errors'])}; exceptions shown {summary['exceptions_shown']}; error "
         f"boxes {summary['errors_shown']}; JS errors {summary['js_errors']}",
         f"queue notice sent to {summary['sent_queue_text']}, drawn for "
-        f"{summary['saw_queue_text']}, progress bar for {summary['saw_progress']}; "
+        f"{summary['saw_queue_text']}, with its bar every time for {summary['saw_progress']}; "
         f"{summary['served']} turns served in ticket order: {summary['served_fifo']}; "
         f"inversions vs the browser's upload order {summary['inversions_vs_upload_order']}; "
         f"left the queue unrun: {summary['left_queue']}",

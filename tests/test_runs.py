@@ -310,3 +310,57 @@ def _photo_bytes(seed: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "PNG")
     return out.getvalue()
+
+
+def _notice_parts(markup: str) -> tuple[str, int | None]:
+    """The text and the bar's value (aria-valuenow) of a queue notice's HTML."""
+    from html.parser import HTMLParser
+
+    class Parts(HTMLParser):
+        text, bar = "", None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if attrs.get("role") == "progressbar":
+                self.bar = int(attrs["aria-valuenow"])
+
+        def handle_data(self, data):
+            self.text += data
+
+    parts = Parts()
+    parts.feed(markup)
+    return parts.text, parts.bar
+
+
+def test_the_queue_notice_is_its_text_and_a_bar_that_fills_as_the_place_moves_forward():
+    from se_viz.app.common import wait_html
+
+    seen = [_notice_parts(wait_html(ahead, 7, 0.5, first=5)) for ahead in range(5, -1, -1)]
+    for (text, _), ahead in zip(seen, range(5, -1, -1)):
+        assert wait_text(ahead, 7, 0.5) in text
+        assert (f"{ahead} ahead of you" if ahead else "next") in text
+    bars = [bar for _, bar in seen]
+    assert bars == [round(100 * (5 - a + 1) / 7) for a in range(5, -1, -1)]  # 14 ... 86
+    assert bars[0] > 0 and bars[-1] < 100 and bars == sorted(bars)
+    # A place further back than the first one shown (it cannot happen in a FIFO) clamps.
+    assert _notice_parts(wait_html(9, 9, None, first=5))[1] == bars[0]
+
+
+def test_the_queue_notice_draws_as_one_html_block_in_the_app():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import streamlit as st
+
+        from se_viz.app.common import QueueNotice
+
+        notice = QueueNotice(st.empty(), lambda: 0.5, quiet=0.0)
+        notice(3, 4)
+        notice(3, 4)  # nothing changed: nothing drawn again
+        notice(2, 4)
+
+    at = AppTest.from_function(page).run(timeout=30)
+    assert not at.exception
+    assert len(at.markdown) == 1 and at.markdown[0].allow_html  # the second replaced the first
+    text, bar = _notice_parts(at.markdown[0].value)
+    assert wait_text(2, 4, 0.5) in text and bar == round(100 * 2 / 5)

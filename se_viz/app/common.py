@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import html
 import logging
 import os
 import time
@@ -22,6 +23,9 @@ from .state import results, shared_figure
 
 log = logging.getLogger("se_viz.app")
 PROBE = "_se_viz_queue_probe"  # a session-state key that is never set
+# The queue notice's colours: Streamlit's info box and the theme's primary colour (config.toml)
+INFO_BACKGROUND, INFO_TEXT = "rgba(28, 131, 225, 0.1)", "rgb(0, 66, 128)"
+BAR_TRACK, BAR_FILL = "rgba(43, 108, 176, 0.2)", "#2b6cb0"
 
 
 @st.cache_resource(show_spinner=False)
@@ -127,6 +131,25 @@ def render_topk_change(before: np.ndarray, after: np.ndarray, model: Any, key: s
                + ("changed." if change["top1_changed"] else "unchanged."))
 
 
+def wait_html(ahead: int, waiting: int, per_turn: float | None, first: int) -> str:
+    """The queue notice as one HTML block: `se_viz.runs.wait_text` in an info box that
+    screen readers announce (``role="status"``) and a bar that fills as the place moves
+    forward from ``first`` (the place first shown): (first - ahead + 1) / (first + 2), so
+    it never reads empty or full while the user is still waiting."""
+    percent = round(100 * (first - min(ahead, first) + 1) / (first + 2))
+    after = f"{ahead} ahead of you" if ahead else "next"
+    return (f'<div class="se-viz-queue" role="status" style="background:{INFO_BACKGROUND};'
+            f'color:{INFO_TEXT};border-radius:0.5rem;padding:0.75rem 1rem;margin:0.25rem 0">'
+            f'<div>{html.escape(wait_text(ahead, waiting, per_turn))}</div>'
+            f'<div class="se-viz-queue-bar" role="progressbar" aria-valuemin="0" '
+            f'aria-valuemax="100" aria-valuenow="{percent}" aria-label="Place in the queue" '
+            f'style="height:0.5rem;border-radius:0.25rem;background:{BAR_TRACK};'
+            f'margin:0.5rem 0 0.25rem">'
+            f'<div style="width:{percent}%;height:100%;border-radius:0.25rem;'
+            f'background:{BAR_FILL}"></div></div>'
+            f'<small>{after}</small></div>')
+
+
 class QueueNotice:
     """``on_wait(ahead, waiting)`` for `se_viz.runs.FairQueue`: draws the user's place in
     the line and a progress bar into ``spot`` while they wait behind others (nothing while
@@ -134,6 +157,9 @@ class QueueNotice:
     nothing new when nothing changed). Every call is also a Streamlit yield point: a session
     whose tab closed (Streamlit stops its script) or that reruns raises here, which takes
     its ticket out of the line before its work starts.
+    The notice is one element, text and bar together: Streamlit's own progress bar is a
+    component the browser fetches the first time one is drawn, and on a busy server that
+    took longer than a whole wait, so waiters were told their place without the bar.
     `running` is what the spot shows while the turn runs: a spinner saying ``label``.
     While waiting there is no spinner: its animation, in every waiting tab, costs the
     browser far more than the notice does (and says less)."""
@@ -152,10 +178,8 @@ class QueueNotice:
             st.session_state.get(PROBE)  # reading session state checks for stop / rerun
             return
         self.first = self.first or max(ahead, 1)
-        with self.spot.container():
-            st.info(wait_text(ahead, waiting, self.per_turn()))
-            st.progress(1.0 - min(ahead, self.first) / (self.first + 1),
-                        text=f"{ahead} ahead of you" if ahead else "next")
+        self.spot.markdown(wait_html(ahead, waiting, self.per_turn(), self.first),
+                           unsafe_allow_html=True)
         self.drawn = (ahead, waiting)
 
     @contextmanager
