@@ -20,7 +20,8 @@ import pytest
 
 from se_viz import cli
 
-from .test_browser import CHROME_ARGS, CHROMIUM, PHOTO, _free_port, _stop, _wait_healthy
+from .browser import CHROMIUM, app_page, free_port, stop, uploader, wait_for_heatmap, wait_healthy
+from .test_browser import PHOTO
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +105,7 @@ def installed_app(tmp_path_factory):
     target = tmp / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
                     "--target", str(target), str(wheel)], check=True, cwd=tmp)
-    port, log = _free_port(), tmp / "app.log"
+    port, log = free_port(), tmp / "app.log"
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
     env = dict(os.environ, PYTHONPATH=str(target), SE_VIZ_WIDTH="8",
@@ -119,10 +120,10 @@ def installed_app(tmp_path_factory):
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log, timeout=120)
+        wait_healthy(url, proc, log, timeout=120)
         yield url, log, target, proc
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.mark.browser
@@ -145,22 +146,12 @@ def test_installed_app_serves_its_packaged_files(installed_app):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 def test_installed_app_takes_an_upload(installed_app):
-    sync_api = pytest.importorskip("playwright.sync_api")
     url, log, _, _ = installed_app
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
-            uploader = page.locator('[data-testid="stSidebar"] input[type="file"]').first
-            uploader.set_input_files(str(PHOTO))
-            page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
-                timeout=90_000)
-            assert page.get_by_role("heading", name=PHOTO.name).first.is_visible()
-            assert page.get_by_text("Top-5 classes").is_visible()
-            assert page.locator('[data-testid="stException"]').count() == 0
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        uploader(page).set_input_files(str(PHOTO))
+        wait_for_heatmap(page)
+        assert page.get_by_role("heading", name=PHOTO.name).first.is_visible()
+        assert page.get_by_text("Top-5 classes").is_visible()
+        assert page.locator('[data-testid="stException"]').count() == 0
     text = log.read_text()
     assert "Traceback" not in text and "ImportError" not in text

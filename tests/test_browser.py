@@ -9,54 +9,27 @@ The server runs the narrow demo model (SE_VIZ_WIDTH=8) with an empty weights cac
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from .browser import (app_page, app_pages, free_port, needs_chromium, stop, uploader,
+                      wait_for_heatmap, wait_healthy)
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 PHOTO = ROOT / "assets" / "cat_chelsea.jpg"
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--disable-quic"]
 WIDTH = 8
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"streamlit did not become healthy in {timeout} s:\n{log.read_text()}")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def server(tmp_path):
     """`streamlit run app.py` on a free port; terminated (then killed) afterwards."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "streamlit.log"
     env = dict(os.environ, SE_VIZ_WIDTH=str(WIDTH), SE_VIZ_HOME=str(tmp_path / "home"))
     env.pop("SE_VIZ_MIRROR", None)
@@ -67,23 +40,10 @@ def server(tmp_path):
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         yield url, log
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C first (Streamlit shuts down cleanly; Paddle reports SIGTERM as a fatal
-    error), then terminate, then kill."""
-    for stop in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
-        if proc.poll() is not None:
-            return
-        stop()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
+        stop(proc)
 
 
 def _expected_top5(photo: Path = PHOTO) -> list[tuple[str, str]]:
@@ -113,88 +73,62 @@ def _full_page_screenshot(page, paths: list[Path]) -> None:
 
 
 def test_upload_shows_heatmap_top5_and_no_exception(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     url, log = server
     expected = [label for label, _ in _expected_top5()]
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
-            assert page.get_by_text("Untrained weights: the attention shown means nothing")\
-                .first.is_visible()
+    with app_page(url) as page:
+        assert page.get_by_text("Untrained weights: the attention shown means nothing")\
+            .first.is_visible()
 
-            uploader = page.locator('[data-testid="stSidebar"] input[type="file"]').first
-            start = time.perf_counter()
-            uploader.set_input_files(str(PHOTO))
-            page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=90_000)
-            page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
-                timeout=30_000)
-            seconds = time.perf_counter() - start
-            print(f"\nupload -> heatmap visible: {seconds:.2f} s "
-                  f"(narrow SE_VIZ_WIDTH={WIDTH} model, 1 photo)")
+        start = time.perf_counter()
+        uploader(page).set_input_files(str(PHOTO))
+        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=90_000)
+        wait_for_heatmap(page, 30_000)
+        seconds = time.perf_counter() - start
+        print(f"\nupload -> heatmap visible: {seconds:.2f} s "
+              f"(narrow SE_VIZ_WIDTH={WIDTH} model, 1 photo)")
 
-            heatmap_text = page.locator(".js-plotly-plot").first.inner_text()
-            for block in ("SE_2_1", "SE_3_4", "SE_5_3"):
-                assert block in heatmap_text
-            assert page.get_by_text("Top-5 classes").is_visible()
-            table = page.locator('[data-testid="stTable"]').first.inner_text()
-            for label in expected:
-                assert label in table
-            assert page.get_by_text("The 224 x 224 crop the network saw").is_visible()
-            assert page.locator('[data-testid="stException"]').count() == 0
+        heatmap_text = page.locator(".js-plotly-plot").first.inner_text()
+        for block in ("SE_2_1", "SE_3_4", "SE_5_3"):
+            assert block in heatmap_text
+        assert page.get_by_text("Top-5 classes").is_visible()
+        table = page.locator('[data-testid="stTable"]').first.inner_text()
+        for label in expected:
+            assert label in table
+        assert page.get_by_text("The 224 x 224 crop the network saw").is_visible()
+        assert page.locator('[data-testid="stException"]').count() == 0
 
-            _full_page_screenshot(page, [ROOT / "docs" / "screenshot.png",
-                                         tmp_path / "screenshot.png"])
+        _full_page_screenshot(page, [ROOT / "docs" / "screenshot.png",
+                                     tmp_path / "screenshot.png"])
 
-            page.get_by_role("tab", name="Compare blocks").click()
-            page.get_by_text("The paper's finding.").wait_for(timeout=60_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Compare blocks").click()
+        page.get_by_text("The paper's finding.").wait_for(timeout=60_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
     assert "Traceback" not in log.read_text()
     assert (ROOT / "docs" / "screenshot.png").stat().st_size > 10_000
-
-
-def _uploader(page):
-    return page.locator('[data-testid="stSidebar"] input[type="file"]').first
 
 
 def test_four_sessions_at_once_each_see_only_their_own_image(server):
     """Four browser contexts (four Streamlit sessions) upload four photos at the same time;
     each page shows its own photo's name and top-5, none of the others', no exception."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     url, log = server
     photos = sorted((ROOT / "assets").glob("*.jpg"))
     assert len(photos) >= 4
     photos = photos[:4]
     expected = {p.name: _expected_top5(p) for p in photos}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        try:
-            pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                     for _ in photos]
-            for page in pages:
-                page.goto(url)
-            for page in pages:
-                page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
-            for page, photo in zip(pages, photos):  # all four before waiting for any
-                _uploader(page).set_input_files(str(photo))
-            for page, photo in zip(pages, photos):
-                page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
-                    timeout=120_000)
-                page.get_by_role("heading", name=photo.name).wait_for(timeout=30_000)
-                table = page.locator('[data-testid="stTable"]').first.inner_text()
-                for label, prob in expected[photo.name]:
-                    assert label in table and prob in table, (photo.name, label, prob, table)
-                main = page.locator('[data-testid="stMain"]').inner_text()
-                for other in photos:
-                    if other != photo:
-                        assert other.name not in main, (photo.name, other.name)
-                assert page.locator('[data-testid="stException"]').count() == 0
-        finally:
-            browser.close()
+    with app_pages(url, len(photos)) as pages:
+        for page, photo in zip(pages, photos):  # all four before waiting for any
+            uploader(page).set_input_files(str(photo))
+        for page, photo in zip(pages, photos):
+            wait_for_heatmap(page, 120_000)
+            page.get_by_role("heading", name=photo.name).wait_for(timeout=30_000)
+            table = page.locator('[data-testid="stTable"]').first.inner_text()
+            for label, prob in expected[photo.name]:
+                assert label in table and prob in table, (photo.name, label, prob, table)
+            main = page.locator('[data-testid="stMain"]').inner_text()
+            for other in photos:
+                if other != photo:
+                    assert other.name not in main, (photo.name, other.name)
+            assert page.locator('[data-testid="stException"]').count() == 0
     assert "Traceback" not in log.read_text()
 
 
@@ -228,33 +162,22 @@ def _plots_drawn(page) -> int:
 def test_every_view_draws_in_the_browser_without_errors(server):
     """Two photos, then every tab in turn (and its Run button): no JavaScript error, no
     exception element, every visible chart drawn."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     url, log = server
     js_errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-            page.goto(url)
-            page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
-            _uploader(page).set_input_files([str(PHOTO),
-                                             str(ROOT / "assets" / "coffee_cup.jpg")])
-            page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
-                timeout=90_000)
-            charts = {}
-            for tab, ready, button, after in VIEWS:
-                page.get_by_role("tab", name=tab).click()
-                page.get_by_text(ready).first.wait_for(timeout=60_000)
-                if button:
-                    page.get_by_role("button", name=button).click()
-                    page.get_by_text(after).first.wait_for(timeout=90_000)
-                page.wait_for_timeout(1200)  # let plotly draw what just arrived
-                charts[tab] = _plots_drawn(page)
-                assert page.locator('[data-testid="stException"]').count() == 0, tab
-                assert not js_errors, (tab, js_errors)
-        finally:
-            browser.close()
+    with app_page(url, js_errors) as page:
+        uploader(page).set_input_files([str(PHOTO), str(ROOT / "assets" / "coffee_cup.jpg")])
+        wait_for_heatmap(page)
+        charts = {}
+        for tab, ready, button, after in VIEWS:
+            page.get_by_role("tab", name=tab).click()
+            page.get_by_text(ready).first.wait_for(timeout=60_000)
+            if button:
+                page.get_by_role("button", name=button).click()
+                page.get_by_text(after).first.wait_for(timeout=90_000)
+            page.wait_for_timeout(1200)  # let plotly draw what just arrived
+            charts[tab] = _plots_drawn(page)
+            assert page.locator('[data-testid="stException"]').count() == 0, tab
+            assert not js_errors, (tab, js_errors)
     print(f"\ncharts drawn per view: {charts}")
     for tab in ("Overview", "Block explorer", "SE block, step by step", "Compare blocks",
                 "Compare images", "Reduction ratio", "Interventions"):

@@ -13,7 +13,8 @@ from se_viz.dataset import RunOptions
 from se_viz.dataset.refit import RefitSettings, refit
 
 from .test_app import CAT, _no_exception, _texts, _top5, _upload, _view, fresh_app
-from .test_browser import CHROME_ARGS, CHROMIUM, PHOTO, _plots_drawn, _uploader, server  # noqa: F401
+from .browser import CHROMIUM, app_page, uploader, wait_for_heatmap
+from .test_browser import PHOTO, _plots_drawn, server  # noqa: F401
 from .test_dataset import make_folder
 
 APP_BASE = RefitSettings(weights=None, width=8, num_classes=1000, image_size=32, batch_size=4,
@@ -90,33 +91,23 @@ def test_uploaded_refit_files_and_a_missing_one(monkeypatch, app_refit):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 def test_refit_view_draws_in_the_browser(server, app_refit):  # noqa: F811
-    sync_api = pytest.importorskip("playwright.sync_api")
     url, log = server
     js_errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-            page.goto(url)
-            page.get_by_text("Drop one or more photos").wait_for(timeout=90_000)
-            page.get_by_text("Refit folder (se-viz refit)").click()
-            box = page.get_by_label("or a local path to the refit folder (OUT)")
-            box.fill(str(app_refit))
-            box.press("Enter")
-            _uploader(page).set_input_files(str(PHOTO))
-            page.locator(".js-plotly-plot text", has_text="SE_2_1").first.wait_for(
-                timeout=90_000)
-            page.get_by_role("tab", name="Reduction ratio").click()
-            page.get_by_text("base r = 16").first.wait_for(timeout=90_000)
-            page.wait_for_timeout(1500)  # let plotly draw what just arrived
-            main = page.locator('[data-testid="stMain"]').inner_text()
-            for text in ("Refit at other r", "Gate error per block against r",
-                         "r = 8", "r = 32", "SE_4_6: gates, channels by base gate"):
-                assert text in main or page.get_by_text(text).count(), text
-            assert _plots_drawn(page) >= 4  # costs, errors, agreement, the image's gates
-            assert page.locator('[data-testid="stException"]').count() == 0
-            assert not js_errors, js_errors
-        finally:
-            browser.close()
+    with app_page(url, js_errors) as page:
+        page.get_by_text("Refit folder (se-viz refit)").click()
+        box = page.get_by_label("or a local path to the refit folder (OUT)")
+        box.fill(str(app_refit))
+        box.press("Enter")
+        uploader(page).set_input_files(str(PHOTO))
+        wait_for_heatmap(page)
+        page.get_by_role("tab", name="Reduction ratio").click()
+        page.get_by_text("base r = 16").first.wait_for(timeout=90_000)
+        page.wait_for_timeout(1500)  # let plotly draw what just arrived
+        main = page.locator('[data-testid="stMain"]').inner_text()
+        for text in ("Refit at other r", "Gate error per block against r",
+                     "r = 8", "r = 32", "SE_4_6: gates, channels by base gate"):
+            assert text in main or page.get_by_text(text).count(), text
+        assert _plots_drawn(page) >= 4  # costs, errors, agreement, the image's gates
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert not js_errors, js_errors
     assert "Traceback" not in log.read_text()
