@@ -10,7 +10,8 @@ import statistics
 import threading
 import time
 
-SERVED = re.compile(r"queue: served ticket (\d+) \[(\w+)\] waited ([\d.]+) s, ran ([\d.]+) s")
+SERVED = re.compile(r"queue: served ticket (\d+) \[(\w+)\] waited ([\d.]+) s, ran ([\d.]+) s, "
+                    r"told (\d+)")
 LEFT = re.compile(r"queue: ticket (\d+) \[(\w+)\] left after ([\d.]+) s")
 SCRIPT = re.compile(r"page script ran in ([\d.]+) ms \((.*?)\)")
 
@@ -96,8 +97,8 @@ def served_order(log_text: str, digests: dict[str, str]) -> dict:
     """From the server log: photos in the order the queue served them (by ticket), tickets
     that left without running, and whether tickets were served in increasing order."""
     by_tag = {d[:12]: name for name, d in digests.items()}
-    served = [(int(t), by_tag.get(tag, tag), float(w), float(r))
-              for t, tag, w, r in SERVED.findall(log_text)]
+    served = [(int(t), by_tag.get(tag, tag), float(w), float(r), int(n))
+              for t, tag, w, r, n in SERVED.findall(log_text)]
     left = [(int(t), by_tag.get(tag, tag), float(w)) for t, tag, w in LEFT.findall(log_text)]
     tickets = [t for t, *_ in served]
     runs: dict[str, list[float]] = {}
@@ -132,8 +133,8 @@ def breakdown(done: list, order: dict) -> dict[str, tuple]:
              "figure message received": since_upload("message_s"),
              "message -> drawn": [s.heatmap_s - s.message_s for s in done
                                   if s.heatmap_s is not None and s.message_s is not None],
-             "server: queue wait": [w for _, _, w, _ in order["served"]],
-             "server: decode + capture": [r for *_, r in order["served"]],
+             "server: queue wait": [w for _, _, w, _, _ in order["served"]],
+             "server: decode + capture": [r for _, _, _, r, _ in order["served"]],
              "server: Block explorer page run": order["runs"].get("Block explorer", [])}
     return {k: (quantile(v, 0.5), max(v, default=None)) for k, v in parts.items()}
 
@@ -162,7 +163,9 @@ def summarise(sessions: list, order: dict, server: dict, args) -> dict:
         "sent_queue_text": sum(s.queue_messages > 0 for s in done),
         "saw_progress": sum(bool(s.queue_bars) and None not in s.queue_bars for s in done),
         "served_fifo": order["fifo"], "served": len(order["served"]),
-        "turns": order["served"],  # (ticket, photo, waited s, ran s) in the order served
+        # (ticket, photo, waited s, ran s, notices the server drew) in the order served
+        "turns": order["served"],
+        "told_by_server": sum(told > 0 for *_, told in order["served"]),
         "left_queue": order["left"], "inversions_vs_upload_order": inversions,
         "server": server, "cores": len(os.sched_getaffinity(0)),
         "load_avg_before": args.load_before, "load_avg_after": os.getloadavg(),
@@ -189,7 +192,8 @@ def table(sessions: list, summary: dict) -> str:
         f"own name + top-5 and no other photo: {summary['own_result']}/{n}; errors "
         f"{len(summary['errors'])}; exceptions shown {summary['exceptions_shown']}; error "
         f"boxes {summary['errors_shown']}; JS errors {summary['js_errors']}",
-        f"queue notice sent to {summary['sent_queue_text']}, drawn for "
+        f"queue notice drawn by the server for {summary['told_by_server']}, received by "
+        f"{summary['sent_queue_text']}, drawn for "
         f"{summary['saw_queue_text']}, with its bar every time for {summary['saw_progress']}; "
         f"{summary['served']} turns served in ticket order: {summary['served_fifo']}; "
         f"inversions vs the browser's upload order {summary['inversions_vs_upload_order']}; "

@@ -131,7 +131,7 @@ class Results:
         self.queue = queue
 
     def image(self, photo: Photo, model: Any,
-              on_wait: Callable[[int, int], None] | None = None,
+              on_wait: Callable[[int, int], bool | None] | None = None,
               running: Callable[[], AbstractContextManager] | None = None) -> ImageResult:
         """``photo`` through ``model`` once per (sha256, network), shared by every session;
         computed in turn (`FairQueue`), ``on_wait(ahead, total)`` while waiting, inside
@@ -141,14 +141,14 @@ class Results:
 
     def modified(self, photo: Photo, res: ImageResult, model: Any, spec: str,
                  intervention: Intervention,
-                 on_wait: Callable[[int, int], None] | None = None,
+                 on_wait: Callable[[int, int], bool | None] | None = None,
                  running: Callable[[], AbstractContextManager] | None = None) -> Modified:
         """One image under an intervention that ``spec`` names fully, in the same cache."""
         return self._get(("modified", photo.digest, net_key(model), spec),
                          lambda: run_modified(res, model, intervention), on_wait, running)
 
     def _get(self, key: tuple, compute: Callable[[], Any],
-             on_wait: Callable[[int, int], None] | None,
+             on_wait: Callable[[int, int], bool | None] | None,
              running: Callable[[], AbstractContextManager] | None) -> Any:
         def queued() -> Any:  # only a miss waits in the queue (a rerun keeps its place)
             digest = key[1] if key[0] == "modified" else key[0]
@@ -161,12 +161,14 @@ class Results:
 @dataclass(frozen=True)
 class Turn:
     """One caller's turn through a `FairQueue`: its ticket (arrival number), tag, seconds
-    waited and seconds run (None: it left the line without running)."""
+    waited, seconds run (None: it left the line without running) and how many times its
+    ``on_wait`` said it showed the caller something (returned true)."""
 
     ticket: int
     tag: str
     waited: float
     ran: float | None
+    told: int = 0
 
 
 class FairQueue:
@@ -176,7 +178,9 @@ class FairQueue:
     ``with queue.turn(on_wait, key=..., tag=...):`` blocks until it is this caller's turn.
     ``on_wait(ahead, waiting)`` is called while it waits: at once, whenever its place
     changes, at least every ``poll`` seconds, and one last time right before the turn
-    starts. An exception it raises (a Streamlit script that is stopped because its tab
+    starts; it returns true when it showed the caller something (counted in `Turn.told`
+    and the log line, so a load test can tell what the server drew from what a page
+    received). An exception it raises (a Streamlit script that is stopped because its tab
     closed, or rerun) takes the ticket out of the line before any work starts. A caller
     that left so and comes back with the same ``key`` within ``keep`` seconds (the rerun
     of the same request) gets its old place back. The turn is given back when the block
@@ -199,31 +203,32 @@ class FairQueue:
         self.history: deque[Turn] = deque(maxlen=history)
 
     @contextmanager
-    def turn(self, on_wait: Callable[[int, int], None] | None = None,
+    def turn(self, on_wait: Callable[[int, int], bool | None] | None = None,
              key: Hashable | None = None, tag: str = "") -> Iterator[int]:
         """Wait for a turn (see the class); yields the ticket."""
         arrived = time.monotonic()
+        told = [0]
         with self._cond:
             ticket = self._ticket(key, arrived)
             bisect.insort(self._line, ticket)
         try:
-            self._wait(ticket, on_wait)
+            self._wait(ticket, on_wait, told)
         except BaseException:
-            self._leave(ticket, key, tag, time.monotonic() - arrived)
+            self._leave(ticket, key, tag, time.monotonic() - arrived, told[0])
             raise
         started = time.monotonic()
         try:
             yield ticket
         finally:
-            turn = Turn(ticket, tag, started - arrived, time.monotonic() - started)
+            turn = Turn(ticket, tag, started - arrived, time.monotonic() - started, told[0])
             with self._cond:
                 self._serving -= 1
                 self.served += 1
                 self.history.append(turn)
                 waiting = len(self._line)
                 self._cond.notify_all()
-            log.info("queue: served ticket %d [%s] waited %.2f s, ran %.2f s; %d waiting",
-                     ticket, tag, turn.waited, turn.ran, waiting)
+            log.info("queue: served ticket %d [%s] waited %.2f s, ran %.2f s, told %d; "
+                     "%d waiting", ticket, tag, turn.waited, turn.ran, turn.told, waiting)
 
     def _ticket(self, key: Hashable | None, now: float) -> int:
         """The caller's place: its old ticket if ``key`` left recently, else a new one
@@ -235,7 +240,8 @@ class FairQueue:
         self._next += 1
         return self._next - 1
 
-    def _wait(self, ticket: int, on_wait: Callable[[int, int], None] | None) -> None:
+    def _wait(self, ticket: int, on_wait: Callable[[int, int], bool | None] | None,
+              told_count: list[int]) -> None:
         told, told_at = None, 0.0  # ((ahead, waiting), free) on_wait was last called with
         while True:
             with self._cond:
@@ -252,20 +258,22 @@ class FairQueue:
                     self._cond.wait(self.poll - (time.monotonic() - told_at) if recent
                                     else self.poll)
                     continue
-            on_wait(*state)  # outside the lock: it may draw or raise; then look again
+            if on_wait(*state):  # outside the lock: it may draw or raise; then look again
+                told_count[0] += 1
             told, told_at = (state, free), time.monotonic()
 
-    def _leave(self, ticket: int, key: Hashable | None, tag: str, waited: float) -> None:
+    def _leave(self, ticket: int, key: Hashable | None, tag: str, waited: float,
+               told: int) -> None:
         with self._cond:
             self._line.remove(ticket)
             if key is not None:
                 self._left[key] = (ticket, time.monotonic())
             self.abandoned += 1
-            self.history.append(Turn(ticket, tag, waited, None))
+            self.history.append(Turn(ticket, tag, waited, None, told))
             waiting = len(self._line)
             self._cond.notify_all()
-        log.info("queue: ticket %d [%s] left after %.2f s without running; %d waiting",
-                 ticket, tag, waited, waiting)
+        log.info("queue: ticket %d [%s] left after %.2f s without running, told %d; "
+                 "%d waiting", ticket, tag, waited, told, waiting)
 
     def typical_run(self, last: int = 16) -> float | None:
         """Median seconds of the last ``last`` turns that ran (None before the first)."""

@@ -86,10 +86,20 @@ def test_a_burst_of_eight_is_served_in_arrival_order_and_waiters_are_told(tmp_pa
     report = run_classroom(tmp_path, "--burst", "--burst-s", "0", "--px", "3000", "4032")
     check_every_session(report)
     sessions = {s["photo"]: s for s in report["sessions"]}
-    waited = {photo: w for _, photo, w, _ in report["summary"]["turns"]}
-    for photo, seconds in waited.items():
-        if seconds >= 0.6:  # a wait a person notices is a wait their page is told about
-            assert sessions[photo]["queue_messages"] > 0, (photo, seconds)
+    turns = report["summary"]["turns"]  # (ticket, photo, waited s, ran s, notices drawn)
+    waited = {photo: w for _, photo, w, _, _ in turns}
+    for _, photo, seconds, _, drawn in turns:
+        # A wait a person notices gets a notice: the server draws it at once when others
+        # are ahead, 0.3-0.4 s into the wait when the user is next (QueueNotice.quiet) ...
+        if seconds >= 0.6:
+            assert drawn > 0, (photo, seconds, turns)
+        # ... and the page receives it unless it was replaced first: Streamlit sends what
+        # is at a place on the page when it next flushes that session, and with eight
+        # browsers on these two cores a flush can be over a second late (a 1.15 s wait
+        # with two notices drawn received neither; `--nice 19` on the browsers, received
+        # = drawn), so only a wait of more than twice that must have reached the page.
+        if seconds >= 2.5:
+            assert sessions[photo]["queue_messages"] > 0, (photo, seconds, turns)
     # ... and drawn, though a busy browser may draw a short notice and its removal as one
     told = [s for s in sessions.values() if s["queue_texts"]]
     assert told, f"no page waiting in the burst drew the queue notice: {waited}"

@@ -141,6 +141,32 @@ def test_on_wait_is_called_at_least_every_poll_while_nothing_changes():
     assert len(calls) >= 6 and max(gaps[:-1]) < 0.5, gaps  # a heartbeat, not only changes
 
 
+def test_a_turn_counts_the_notices_its_on_wait_drew_and_logs_them(caplog):
+    """on_wait returns whether it showed something: Turn.told and the log line count those
+    calls only (what a load test compares with what each page received)."""
+    queue = FairQueue(slots=1, poll=0.02)
+    release, holder = hold(queue)
+    calls: list[int] = []
+
+    def on_wait(ahead: int, waiting: int) -> bool:
+        calls.append(ahead)
+        return len(calls) in (1, 3)  # drew twice, whatever the number of calls
+
+    def waiter() -> None:
+        with queue.turn(on_wait, tag="told"):
+            pass
+
+    with caplog.at_level("INFO", logger="se_viz.runs"):
+        thread = start(waiter)
+        wait_until(lambda: len(calls) >= 5)
+        release.set()
+        join_all([thread, holder])
+    turn = next(t for t in queue.history if t.tag == "told")
+    assert turn.told == 2 and len(calls) >= 5
+    assert any("[told] waited" in r.message and "told 2;" in r.message for r in caplog.records)
+    assert next(t for t in queue.history if t.tag == "holder").told == 0  # no on_wait at all
+
+
 def test_an_exception_in_on_wait_takes_the_ticket_out_and_lets_the_next_in():
     queue = FairQueue(slots=1, poll=0.05)
     release, holder = hold(queue)

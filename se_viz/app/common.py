@@ -171,16 +171,18 @@ class QueueNotice:
         self.first: int | None = None
         self.since: float | None = None
 
-    def __call__(self, ahead: int, waiting: int) -> None:
+    def __call__(self, ahead: int, waiting: int) -> bool:
+        """Draw the notice if it changed; whether it drew."""
         self.since = self.since or time.monotonic()
         short = ahead == 0 and self.drawn is None and time.monotonic() - self.since < self.quiet
         if (ahead, waiting) == self.drawn or short:
             st.session_state.get(PROBE)  # reading session state checks for stop / rerun
-            return
+            return False
         self.first = self.first or max(ahead, 1)
         self.spot.markdown(wait_html(ahead, waiting, self.per_turn(), self.first),
                            unsafe_allow_html=True)
         self.drawn = (ahead, waiting)
+        return True
 
     @contextmanager
     def running(self) -> Iterator[None]:

@@ -29,6 +29,9 @@ FULL_WIDTH = 64
 MAX_IMAGES = 16  # analysed per page; more are listed in a note, not run
 DEFAULT_CACHE_MB = 512  # SE_VIZ_CACHE_MB: byte budget of the shared results (~11 MB per image)
 RUN_SLOTS = 1  # images decoded and run at once over all sessions, first come first served
+# How often a waiting session looks again (its notice, its tab still open): a "you are next"
+# notice is due 0.3 s into a wait (QueueNotice.quiet) and is drawn by 0.4 s.
+QUEUE_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def _results(max_mb: int) -> Results:
     """ONE store per process for the per-image results of every session (not
     st.cache_data: a full-size result holds ~11 MB of feature maps that cache_data would
     unpickle on every rerun), with the fair queue their computation waits in."""
-    return Results(max_mb, FairQueue(RUN_SLOTS))
+    return Results(max_mb, FairQueue(RUN_SLOTS, poll=QUEUE_POLL_S))
 
 
 def results() -> Results:
