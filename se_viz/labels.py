@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
+from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 NUM_IMAGENET_CLASSES = 1000
 _LABELS_FILE = "imagenet_classes.txt"
@@ -59,8 +62,41 @@ def imagenet_wnids() -> tuple[str, ...]:
     return lines
 
 
-def label_for(index: int, num_classes: int = NUM_IMAGENET_CLASSES) -> str:
-    """Name of class ``index``.
+def read_labels(source: str | os.PathLike | bytes | Sequence[str], num_classes: int
+                ) -> tuple[str, ...]:
+    """Class names for a head of ``num_classes``: a text file (path or its bytes), one name a
+    line, or a sequence of names. ValueError, saying what to fix, unless there is exactly
+    one non-empty name per class."""
+    if isinstance(source, bytes):
+        try:
+            text = source.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError("the labels file is not UTF-8 text; save it as plain text with "
+                             "one class name per line") from None
+        names = text.splitlines()
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            names = Path(source).read_text(encoding="utf-8-sig").splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read labels file {source}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"labels file {source} is not UTF-8 text; save it as plain text "
+                             "with one class name per line") from None
+    else:
+        names = list(source)
+    names = [str(n).strip() for n in names]
+    while names and not names[-1]:
+        names.pop()
+    if len(names) != num_classes or not all(names):
+        raise ValueError(f"the labels have {len(names)} line(s) ({sum(not n for n in names)} "
+                         f"empty) but the network has {num_classes} classes: give one "
+                         "non-empty name per line, in class-index order")
+    return tuple(names)
+
+
+def label_for(index: int, num_classes: int = NUM_IMAGENET_CLASSES,
+              names: Sequence[str] | None = None) -> str:
+    """Name of class ``index`` (``names``, the network's own class names, win when given).
 
     For a 1000-class (ImageNet-1k) head this is the ImageNet name; for any other
     head size it is the generic ``"class {index}"``. Accepts any integer-like
@@ -68,6 +104,10 @@ def label_for(index: int, num_classes: int = NUM_IMAGENET_CLASSES) -> str:
     ``[0, 1000)`` when ``num_classes == 1000``.
     """
     index = operator.index(index)
+    if names is not None:
+        if not 0 <= index < len(names):
+            raise IndexError(f"class index {index} is outside 0..{len(names) - 1}")
+        return names[index]
     if num_classes == NUM_IMAGENET_CLASSES:
         if not 0 <= index < NUM_IMAGENET_CLASSES:
             raise IndexError(

@@ -9,7 +9,8 @@ from paddle import nn
 
 from se_viz.engine import costs
 from se_viz.arch import hidden_width
-from se_viz.engine.model import SEResNet, count_parameters
+from se_viz.engine.model import count_parameters
+from se_viz.engine.networks.resnet import SEResNet
 
 STAGE_C = (256, 512, 1024, 2048)
 DEPTHS = (3, 4, 6, 3)
@@ -97,7 +98,7 @@ def test_bad_input_size_is_explained():
     with pytest.raises(ValueError, match="input_size"):
         costs.model_costs(tiny, 0)
     assert costs.model_costs(tiny, 1).flops_total > 0  # Paddle runs a 1x1 input too
-    with pytest.raises(TypeError, match="SEResNet"):
+    with pytest.raises(TypeError, match="se_viz network"):
         costs.model_costs(nn.Linear(2, 2))
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from se_viz import BLOCK_NAMES
 from se_viz.arch import hidden_width
-from se_viz.engine.model import (SEBlock, SEResNet, count_parameters, se_blocks, se_resnet50,
-                                 se_resnet50_vd)
+from se_viz.engine.model import count_parameters, se_blocks
+from se_viz.engine.networks.resnet import SEResNet, se_block, se_resnet50, se_resnet50_vd
 
 from .conftest import batch, make_tiny
 
@@ -104,7 +104,7 @@ def test_factories_build_eval_models():
 
 def test_se_block_matches_its_definition():
     rng = np.random.default_rng(1)
-    se = SEBlock(32, reduction=4)
+    se = se_block(32, reduction=4, impl="linear")
     x = rng.normal(size=(2, 32, 5, 7)).astype(np.float32)
     w1, b1 = se.squeeze.weight.numpy(), se.squeeze.bias.numpy()
     w2, b2 = se.excitation.weight.numpy(), se.excitation.bias.numpy()

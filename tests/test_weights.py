@@ -114,10 +114,11 @@ def test_layout_for_the_other_arch_is_refused(tmp_path):
 
 
 def test_cadene_layout_is_recognised_and_refused(tmp_path):
+    """A legacy (Cadene) SE-ResNet-50 file loaded as se_resnet50 names legacy_seresnet50."""
     arrays = {"layer0.conv1.weight": np.zeros((64, 3, 7, 7), np.float32),
               "layer1.0.se_module.fc1.weight": np.zeros((16, 256, 1, 1), np.float32)}
     path = save_safetensors(arrays, tmp_path / "cadene.safetensors")
-    with pytest.raises(WeightsError, match="Cadene"):
+    with pytest.raises(WeightsError, match="'cadene' layout .for legacy_seresnet50"):
         _build("se_resnet50", path)
 
 

@@ -57,16 +57,13 @@ def figures_of_run(out: Path, r: float, key: str) -> dict | None:
     return figures if ok else None
 
 
-def params_of(path: Path) -> tuple[dict[str, SEParameters], dict[str, str]]:
-    """(block -> SEParameters float32, metadata) of an SE file."""
-    from ..engine.se_weights import SE_PATHS, read_se_weights
+def params_of(path: Path, blocks: Any) -> tuple[dict[str, SEParameters], dict[str, str]]:
+    """(block -> SEParameters float32, metadata) of an SE file of the network whose
+    attention blocks are ``blocks``."""
+    from ..engine.se_weights import read_se_weights, se_params_of, se_paths
 
     arrays, meta, _, _ = read_se_weights(path)
-    params = {b: SEParameters(*(arrays[f"{p}.{layer}.{kind}"]
-                                for layer in ("squeeze", "excitation")
-                                for kind in ("weight", "bias")))
-              for b, p in SE_PATHS.items()}
-    return params, meta
+    return se_params_of(arrays, se_paths(blocks)), meta
 
 
 def save_se(path: Path, base: Any, r: float, params: Mapping[str, SEParameters], key: str,

@@ -1,6 +1,8 @@
 """The only package in se_viz that imports paddle, paddle2onnx or onnxruntime.
 
-    model.py    the network, written once (SE block, bottleneck, SEResNet)
+    attention.py   the attention blocks: SE (configured like timm's SEModule), ECA, gates
+    networks/   one module per family; each network lists its attention blocks (info.blocks)
+    model.py    a built network seen through that list (attention_layers, se_blocks)
     weights.py  strict, safe reading of weight files; key maps between layouts
     download.py fetching the pretrained files into the cache
     build.py    build_model, verify_weights

@@ -5,54 +5,78 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from ..arch import check_arch, preprocessing_for
-from ..images import PADDLECLAS_EVAL
+from paddle import nn
+
+from ..arch import SPECS, check_arch, preprocessing_for
 from ..errors import WeightsError
-from . import download
-from .model import FACTORIES, SEResNet
-from .weights import init_seeded, load_arrays, read_bytes, read_file
+from ..labels import read_labels
+from . import download, networks
+from .weights import (RESNET50_ARCHS, classes_in_file, init_seeded, load_arrays, read_bytes,
+                      read_file)
 
 
 def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None = None,
-                reduction: float = 16, num_classes: int = 1000, *, width: int = 64,
-                seed: int = 0, se_impl: str = "linear",
+                reduction: float | None = None, num_classes: int | None = None, *,
+                width: int = 64, seed: int = 0, se_impl: str = "linear",
                 progress: Callable[[int, int | None], None] | None = None,
-                se_weights: str | os.PathLike | None = None) -> SEResNet:
-    """An SE-ResNet-50 (``arch`` "se_resnet50_vd" or "se_resnet50") in eval mode.
+                se_weights: str | os.PathLike | None = None,
+                labels: str | os.PathLike | bytes | Sequence[str] | None = None) -> nn.Layer:
+    """A network ``arch`` (any of `se_viz.arch.ARCHS`) in eval mode, with its weights.
 
     weights: None -> deterministic seeded initialisation (reported as untrained);
-    a path to .pdparams / .safetensors (/.pth with torch) in any supported layout;
-    "pretrained" -> the default ImageNet file, downloaded once into the cache.
-    se_impl: the SE block's fully connected layers as "linear" (nn.Linear, PaddleClas) or
-    "conv" (1x1 nn.Conv2D, timm); the same numbers from the same files.
+    a path to .pdparams / .safetensors (/.pth with torch) in the network's layout (and, for
+    SE-ResNet-50, either of its layouts), loaded strictly; "pretrained" -> the default
+    ImageNet file, downloaded once into the cache.
+    num_classes: None -> read from the file's classifier (a fine-tuned head of K classes
+    loads as it is), 1000 without a file. labels: the class names (a text file, one a line,
+    or a list), kept in ``model.info.class_names``.
+    reduction, width, se_impl: SE-ResNet-50 only (r, first-stage width, the SE layers as
+    "linear" or 1x1 "conv"); other networks have their own fixed widths.
     se_weights: an SE-only file of ``se-viz refit`` (OUT/se_r8.safetensors) refit on these
-    base weights (``reduction`` is the base's r): the network then has its SE blocks at the
-    file's r (WeightsError for a file refit on other weights, arch or shapes).
-    ``model.info`` describes the result; ``model.preprocessing`` is the matching
-    evaluation preprocessing.
+    base weights: the network then has its SE blocks at the file's r.
+    ``model.info`` describes the result (``info.blocks``: its attention blocks);
+    ``model.preprocessing`` is the matching evaluation preprocessing.
     """
-    model = FACTORIES[check_arch(arch)](reduction, num_classes, width, se_impl)
-    model.preprocessing = PADDLECLAS_EVAL
+    options = _options(check_arch(arch), reduction, width, se_impl)
     if weights is None:
+        model = networks.build(arch, num_classes or 1000, **options)
         init_seeded(model, seed)
+        model.preprocessing = preprocessing_for("paddleclas" if arch == "se_resnet50" else
+                                                SPECS[arch].layout, arch)
         model.info = replace(model.info, extra={"seed": seed})
-        model.eval()
-        return _with_se(model, se_weights)
-    pretrained = isinstance(weights, str) and weights == "pretrained"
-    path = download.fetch(arch, progress=progress) if pretrained else Path(weights)
-    arrays, meta, digest = read_file(path)
-    layout = load_arrays(model, arrays, path.name)
-    model.preprocessing = preprocessing_for(layout)
-    model.info = replace(model.info, weights=str(path), layout=layout, sha256=digest,
-                         pretrained=pretrained or _is_cached_pretrained(path),
-                         extra={"metadata": meta, "fingerprint": file_fingerprint(path)})
+    else:
+        pretrained = isinstance(weights, str) and weights == "pretrained"
+        path = download.fetch(arch, progress=progress) if pretrained else Path(weights)
+        arrays, meta, digest = read_file(path)
+        model = networks.build(arch, num_classes or classes_in_file(arrays, arch) or 1000,
+                               **options)
+        layout = load_arrays(model, arrays, path.name)
+        model.preprocessing = preprocessing_for(layout, arch)
+        model.info = replace(model.info, weights=str(path), layout=layout, sha256=digest,
+                             pretrained=pretrained or _is_cached_pretrained(path),
+                             extra={"metadata": meta, "fingerprint": file_fingerprint(path)})
+    if labels is not None:
+        model.info = replace(model.info, class_names=read_labels(labels,
+                                                                 model.info.num_classes))
     model.eval()
     return _with_se(model, se_weights)
 
 
-def _with_se(model: SEResNet, se_weights: str | os.PathLike | None) -> SEResNet:
+def _options(arch: str, reduction: float | None, width: int, se_impl: str) -> dict:
+    """The build options ``arch`` takes: r, width and SE form are SE-ResNet-50's."""
+    if arch in RESNET50_ARCHS:
+        return {"reduction": 16 if reduction is None else reduction, "width": width,
+                "se_impl": se_impl}
+    if reduction is not None or width != 64:
+        raise ValueError(f"reduction and width apply to {' and '.join(RESNET50_ARCHS)} only; "
+                         f"{arch} is built with its own published widths (refit other SE "
+                         "widths with 'se-viz refit')")
+    return {}
+
+
+def _with_se(model: nn.Layer, se_weights: str | os.PathLike | None) -> nn.Layer:
     """``model`` with the SE blocks of an SE-only file (`se_viz.engine.se_weights`)."""
     if se_weights is None:
         return model
@@ -61,13 +85,16 @@ def _with_se(model: SEResNet, se_weights: str | os.PathLike | None) -> SEResNet:
     return load_se_file(model, se_weights)
 
 
-def model_from_bytes(arch: str, data: bytes, name: str, *, reduction: float = 16,
-                     width: int = 64, se_impl: str = "linear") -> SEResNet:
+def model_from_bytes(arch: str, data: bytes, name: str, *, reduction: float | None = None,
+                     width: int = 64, se_impl: str = "linear",
+                     num_classes: int | None = None) -> nn.Layer:
     """A model with uploaded weights: ``data`` is only ever read as safetensors."""
     arrays, meta, digest = read_bytes(data, name)
-    model = FACTORIES[check_arch(arch)](reduction, 1000, width, se_impl)
+    options = _options(check_arch(arch), reduction, width, se_impl)
+    model = networks.build(arch, num_classes or classes_in_file(arrays, arch) or 1000,
+                           **options)
     layout = load_arrays(model, arrays, name)
-    model.preprocessing = preprocessing_for(layout)
+    model.preprocessing = preprocessing_for(layout, arch)
     model.info = replace(model.info, weights=f"upload:{name}", layout=layout, sha256=digest,
                          extra={"metadata": meta})
     model.eval()
@@ -83,7 +110,7 @@ def file_fingerprint(path: str | os.PathLike) -> tuple[int, int]:
     return (st.st_size, st.st_mtime_ns)
 
 
-def verify_weights(model: SEResNet) -> None:
+def verify_weights(model: nn.Layer) -> None:
     """Raise WeightsError if the model's weights file changed on disk since it was loaded.
 
     A cheap stat check first; when size or mtime moved, the sha256 decides (a touched but

@@ -62,7 +62,7 @@ def use_fast(model: object, engine: str = "auto", needs_hooks: bool = False) -> 
                               (traced.available() and traced.supports(model)))
     if engine == "fast" and not ok:
         raise ValueError("engine='fast' needs paddle2onnx and onnxruntime installed and an "
-                         "se_viz SEResNet with float32 CPU weights; use engine='eager'")
+                         "se_viz network with float32 CPU weights; use engine='eager'")
     return ok
 
 

@@ -23,18 +23,20 @@ from functools import lru_cache
 import numpy as np
 import paddle
 
-from ..arch import DEPTHS
-from .hooks import ShapeRecorder, eval_mode, model_lock
-from .model import SEResNet, count_parameters
+from paddle import nn
 
-STAGES = len(DEPTHS)
+from .hooks import ShapeRecorder, eval_mode, model_lock
+from .model import attention_layers, count_parameters
+from .networks import build
 
 
 @dataclass(frozen=True)
 class NetworkCosts:
     """Parameters and multiply-adds of one network at one input size (batch 1).
 
-    stage_* tuples have one entry per bottleneck stage (SE_2_x .. SE_5_x).
+    stage_* tuples have one entry per stage of the network's attention blocks (``stages``,
+    e.g. "stage 2" .. "stage 5" for SE-ResNet-50), summed over the network blocks that hold
+    an attention block (stem, head and blocks without attention are in the totals only).
     """
 
     arch: str
@@ -50,6 +52,7 @@ class NetworkCosts:
     stage_se_flops: tuple[int, ...]
     width: int = 64
     stride_in_1x1: bool = False
+    stages: tuple[str, ...] = ()
 
     @property
     def gflops(self) -> float:
@@ -62,7 +65,7 @@ class NetworkCosts:
         return self.params_total / 1e6
 
 
-def layer_positions(model: SEResNet, input_size: int) -> dict[str, int]:
+def layer_positions(model: nn.Layer, input_size: int) -> dict[str, int]:
     """Sublayer path -> output positions per image of every Conv2D / Linear, from one
     forward pass of a (1, 3, input_size, input_size) zero image."""
     if int(input_size) < 1:
@@ -73,16 +76,19 @@ def layer_positions(model: SEResNet, input_size: int) -> dict[str, int]:
     return rec.positions
 
 
-def model_costs(model: SEResNet, input_size: int = 224, *,
+def model_costs(model: nn.Layer, input_size: int = 224, *,
                 stride_in_1x1: bool = False) -> NetworkCosts:
-    """Costs of a built `SEResNet` at a square ``input_size``.
+    """Costs of a built se_viz network at a square ``input_size``.
 
     ``stride_in_1x1`` counts the network as if each downsampling bottleneck carried its
     stride on the first 1x1 conv instead of the 3x3 (the original ResNet / Caffe layout the
-    SENet paper's 3.87 GFLOPs refer to; same parameters, 0.23 G fewer multiply-adds).
+    SENet paper's 3.87 GFLOPs refer to; same parameters, 0.23 G fewer multiply-adds;
+    SE-ResNet-50 only).
     """
-    if not isinstance(model, SEResNet):
-        raise TypeError(f"expected an se_viz SEResNet, got {type(model).__name__}")
+    attention = attention_layers(model)  # TypeError for a layer that is no se_viz network
+    if stride_in_1x1 and model.info.arch not in ("se_resnet50_vd", "se_resnet50"):
+        raise ValueError("stride_in_1x1 describes SE-ResNet-50's bottleneck; "
+                         f"{model.info.arch} has no such variant")
     positions = layer_positions(model, input_size)
     if stride_in_1x1:
         for _, path, _ in model.blocks:  # conv0 then computes at conv1's output size
@@ -90,31 +96,34 @@ def model_costs(model: SEResNet, input_size: int = 224, *,
             positions[conv0] = min(positions[conv0], positions[conv1])
     macs = {path: int(np.prod(layer.weight.shape)) * positions[path]
             for path, layer in model.named_sublayers() if path in positions}
-    stage = {k: [0] * STAGES for k in ("params", "se_params", "flops", "se_flops")}
-    for _, path, block in model.blocks:
-        s = int(path.split("_")[1])
-        stage["params"][s] += count_parameters(block)
-        stage["se_params"][s] += count_parameters(block.scale)
-        stage["flops"][s] += sum(v for p, v in macs.items() if p.startswith(path + "."))
-        stage["se_flops"][s] += sum(v for p, v in macs.items()
-                                    if p.startswith(path + ".scale."))
+    labels = list(dict.fromkeys(b.stage_label for b, _ in attention))
+    stage = {k: [0] * len(labels) for k in ("params", "se_params", "flops", "se_flops")}
+    subs = dict(model.named_sublayers())
+    for b, se in attention:
+        s = labels.index(b.stage_label)
+        stage["params"][s] += count_parameters(subs[b.block_path])
+        stage["se_params"][s] += count_parameters(se)
+        stage["flops"][s] += sum(v for p, v in macs.items() if p.startswith(b.block_path + "."))
+        stage["se_flops"][s] += sum(v for p, v in macs.items() if p.startswith(b.path + "."))
     return NetworkCosts(
-        arch=model.arch, reduction=float(model.info.reduction), input_size=int(input_size),
+        arch=model.info.arch, reduction=float(model.info.reduction), input_size=int(input_size),
         params_total=count_parameters(model), params_se=sum(stage["se_params"]),
         flops_total=sum(macs.values()), flops_se=sum(stage["se_flops"]),
         stage_params=tuple(stage["params"]), stage_se_params=tuple(stage["se_params"]),
         stage_flops=tuple(stage["flops"]), stage_se_flops=tuple(stage["se_flops"]),
-        width=model.info.width, stride_in_1x1=stride_in_1x1)
+        width=model.info.width, stride_in_1x1=stride_in_1x1, stages=tuple(labels))
 
 
 @lru_cache(maxsize=64)
-def network_costs(arch: str, reduction: float, input_size: int = 224, width: int = 64, *,
+def network_costs(arch: str, reduction: float | None = 16, input_size: int = 224, width: int = 64, *,
                   stride_in_1x1: bool = False) -> NetworkCosts:
-    """Costs of ``arch`` (1000 classes) at reduction ``reduction``, from a model built for it.
+    """Costs of ``arch`` (1000 classes) at reduction ``reduction`` (SE-ResNet-50; other
+    networks have their own widths and take None), from a model built for it.
 
     Results are cached per argument set (`NetworkCosts` is frozen, so sharing is safe).
     """
-    model = SEResNet(arch, reduction=reduction, width=width)
+    resnet50 = arch in ("se_resnet50_vd", "se_resnet50")
+    model = build(arch, **({"reduction": reduction, "width": width} if resnet50 else {}))
     return model_costs(model, input_size, stride_in_1x1=stride_in_1x1)
 
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from paddle import nn
 
 from ..maths import kl_divergence, log_softmax
 from .hooks import eval_mode, model_lock
-from .model import SEResNet, se_blocks
+from .model import attention_layers
 
 MICRO_BATCH = 8  # images per forward/backward (bounds the memory of the activations)
 
@@ -50,13 +51,15 @@ class DistillSettings:
     world: int = 1
 
 
-def se_parameters_of(model: SEResNet) -> list[tuple[str, paddle.Tensor]]:
+def se_parameters_of(model: nn.Layer) -> list[tuple[str, paddle.Tensor]]:
     """(key, parameter) of every SE layer's weight and bias, blocks in forward order."""
     out = []
-    for _, path, se in se_blocks(model):
-        for layer in ("squeeze", "excitation"):
+    for b, se in attention_layers(model):
+        if not b.reducible:
+            continue
+        for name, layer in (("squeeze", se.reduce), ("excitation", se.expand)):
             for kind in ("weight", "bias"):
-                out.append((f"{path}.{layer}.{kind}", getattr(getattr(se, layer), kind)))
+                out.append((f"{b.path}.{name}.{kind}", getattr(layer, kind)))
     return out
 
 
@@ -70,7 +73,7 @@ def init_distributed(world: int) -> None:
 
 
 @contextmanager
-def _only_se_trainable(model: SEResNet, params: list[paddle.Tensor]) -> Iterator[None]:
+def _only_se_trainable(model: nn.Layer, params: list[paddle.Tensor]) -> Iterator[None]:
     mine = {id(p) for p in params}
     saved = [(p, p.stop_gradient) for p in model.parameters()]
     try:
@@ -83,7 +86,7 @@ def _only_se_trainable(model: SEResNet, params: list[paddle.Tensor]) -> Iterator
             p.clear_gradient()
 
 
-def _local_gradient(model: SEResNet, params: list[paddle.Tensor], step: Step) -> np.ndarray:
+def _local_gradient(model: nn.Layer, params: list[paddle.Tensor], step: Step) -> np.ndarray:
     """[gradient sums of this share / global count ..., loss sum / global count] flat."""
     loss_total = 0.0
     n = step.images.shape[0]
@@ -113,7 +116,7 @@ def _all_reduce(flat: np.ndarray, world: int) -> np.ndarray:
     return t.numpy()
 
 
-def distill(model: SEResNet, steps: Iterable[Step], settings: DistillSettings = DistillSettings(),
+def distill(model: nn.Layer, steps: Iterable[Step], settings: DistillSettings = DistillSettings(),
             on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Train ``model``'s SE parameters in place over ``steps`` (Adam, float64 state; every
     process must be given the same number of steps); returns the global mean loss of each

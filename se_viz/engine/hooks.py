@@ -116,7 +116,9 @@ class GateRecorder:
         add(se.pool.register_forward_post_hook(plain(self._store(self.squeeze[name]))))
         add(se.gate.register_forward_post_hook(plain(self._gate_hook(name))))
         if name in self.intervention.hidden_masks:
-            add(se.relu.register_forward_post_hook(plain(self._mask_hook(name, se.hidden))))
+            if se.hidden is None:
+                raise ValueError(f"{name} is an ECA block: it has no hidden units to mask")
+            add(se.act.register_forward_post_hook(plain(self._mask_hook(name, se.hidden))))
         if name in self.feature_blocks:
             add(se.register_forward_pre_hook(plain(self._store_input(self.before[name]))))
             if not self.symbolic:  # traced: after = before * gate, computed by the reader

@@ -1,9 +1,11 @@
-"""SE-only weight files: the 16 SE blocks of a network refit at another reduction ratio r.
+"""SE-only weight files: a network's SE blocks refit at another reduction ratio r.
 
-``se-viz refit`` writes ``se_r{R}.safetensors``: for every block the four SE arrays under
-the network's own keys, in the Linear form (``bb_0_0.scale.squeeze.weight`` (C, h),
-``...squeeze.bias`` (h,), ``...excitation.weight`` (h, C), ``...excitation.bias`` (C,)),
-a few MB instead of a whole network. Its metadata says what it belongs to:
+``se-viz refit`` writes ``se_r{R}.safetensors``: for every SE block (ECA blocks have no
+bottleneck and are left out) the four SE arrays under the block's module path, in the
+Linear form (``bb_0_0.scale.squeeze.weight`` (C, h), ``...squeeze.bias`` (h,),
+``...excitation.weight`` (h, C), ``...excitation.bias`` (C,); "squeeze"/"excitation" name
+the reducing and expanding layers whatever the network calls them), a few MB instead of a
+whole network. Its metadata says what it belongs to:
 
     format          "se_viz.se_weights/1"
     arch, width     the network layout and first-stage width
@@ -13,7 +15,7 @@ a few MB instead of a whole network. Its metadata says what it belongs to:
     base_weights    the base file's name (informative), refit_key (the run's settings)
 
 `apply_se_weights` puts such a file into a built base network (its own SE blocks are
-replaced by blocks of width int(C / r)); a file made for other base weights, another arch
+replaced by blocks of width int(C / r), with their own activation and gate); a file made for other base weights, another arch
 or with other shapes is refused with a `WeightsError` that says what to do.
 """
 
@@ -27,18 +29,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arch import DEPTHS, hidden_width, module_path, paper_name
+from paddle import nn
+
+from ..arch import hidden_width
 from ..errors import WeightsError
 from ..results import SEParameters
 from ..version import __version__
-from .model import FACTORIES, SEBlock, SEResNet, se_blocks
-from .weights import read_bytes, read_file, save_safetensors, se_shaped
+from .attention import SEModule
+from .model import attention_layers
+from .networks import build_like
+from .weights import conv_from_linear, read_bytes, read_file, save_safetensors
 
 SE_FORMAT = "se_viz.se_weights/1"
 _LAYERS = (("squeeze", "weight", "w1"), ("squeeze", "bias", "b1"),
            ("excitation", "weight", "w2"), ("excitation", "bias", "b2"))
-SE_PATHS = {paper_name(s, i): f"{module_path(s, i)}.scale"
-            for s, d in enumerate(DEPTHS) for i in range(d)}
+
+
+def se_paths(blocks: object) -> dict[str, str]:
+    """Block name -> module path, for the blocks an SE-only file holds (the reducible ones)."""
+    return {b.name: b.path for b in blocks if b.reducible}
 
 
 def base_identity(info: object) -> str:
@@ -50,10 +59,19 @@ def base_identity(info: object) -> str:
     return f"seeded:{seed}:width{info.width}:r{info.reduction:g}:classes{info.num_classes}"
 
 
-def se_arrays(params: Mapping[str, SEParameters]) -> dict[str, np.ndarray]:
-    """Block name -> SEParameters as the file's {key: float32 array} (Linear form)."""
-    return {f"{SE_PATHS[b]}.{layer}.{kind}": np.ascontiguousarray(getattr(p, attr), np.float32)
+def se_arrays(params: Mapping[str, SEParameters], paths: Mapping[str, str]
+              ) -> dict[str, np.ndarray]:
+    """Block name -> SEParameters as the file's {key: float32 array} (Linear form);
+    ``paths``: block name -> module path (`se_paths`)."""
+    return {f"{paths[b]}.{layer}.{kind}": np.ascontiguousarray(getattr(p, attr), np.float32)
             for b, p in params.items() for layer, kind, attr in _LAYERS}
+
+
+def se_params_of(arrays: Mapping[str, np.ndarray], paths: Mapping[str, str]
+                 ) -> dict[str, SEParameters]:
+    """The inverse of `se_arrays`: block name -> SEParameters."""
+    return {b: SEParameters(*(np.asarray(arrays[f"{p}.{layer}.{kind}"], np.float32)
+                              for layer, kind, _ in _LAYERS)) for b, p in paths.items()}
 
 
 def save_se_weights(path: str | os.PathLike, params: Mapping[str, SEParameters], *,
@@ -68,7 +86,7 @@ def save_se_weights(path: str | os.PathLike, params: Mapping[str, SEParameters],
             "reduction": f"{float(reduction):g}", "base_reduction": f"{base.reduction:g}",
             "base": base_identity(base), "base_weights": Path(str(base.weights)).name,
             "se_viz_version": __version__, **dict(extra or {})}
-    save_safetensors(se_arrays(params), path, meta)
+    save_safetensors(se_arrays(params, se_paths(base.blocks)), path, meta)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -93,7 +111,7 @@ def read_se_weights(source: str | os.PathLike | bytes, name: str | None = None
     return arrays, meta, digest, name
 
 
-def _check_fits(model: SEResNet, meta: Mapping[str, str], name: str) -> float:
+def _check_fits(model: nn.Layer, meta: Mapping[str, str], name: str) -> float:
     """The file's r, or WeightsError when it was refit for another network."""
     info = model.info
     if info.se_weights:
@@ -127,13 +145,16 @@ def _short(identity: str | None) -> str:
     return f"sha256 {text[:12]}" if not text.startswith("seeded:") else text
 
 
-def _check_shapes(model: SEResNet, arrays: Mapping[str, np.ndarray], r: float,
+def _check_shapes(model: nn.Layer, arrays: Mapping[str, np.ndarray], r: float,
                   name: str) -> None:
     expected = {}
-    for _, path, se in se_blocks(model):
+    for b, se in attention_layers(model):
+        if not b.reducible:
+            continue
         c, h = se.channels, hidden_width(se.channels, r)
-        expected.update({f"{path}.squeeze.weight": (c, h), f"{path}.squeeze.bias": (h,),
-                         f"{path}.excitation.weight": (h, c), f"{path}.excitation.bias": (c,)})
+        expected.update({f"{b.path}.squeeze.weight": (c, h), f"{b.path}.squeeze.bias": (h,),
+                         f"{b.path}.excitation.weight": (h, c),
+                         f"{b.path}.excitation.bias": (c,)})
     missing = [k for k in expected if k not in arrays]
     extra = [k for k in arrays if k not in expected]
     wrong = [k for k in expected if k in arrays and tuple(arrays[k].shape) != expected[k]]
@@ -147,41 +168,50 @@ def _check_shapes(model: SEResNet, arrays: Mapping[str, np.ndarray], r: float,
                            "refit again.")
 
 
-def apply_se_weights(model: SEResNet, arrays: Mapping[str, np.ndarray],
-                     meta: Mapping[str, str], digest: str, name: str) -> SEResNet:
+def apply_se_weights(model: nn.Layer, arrays: Mapping[str, np.ndarray],
+                     meta: Mapping[str, str], digest: str, name: str) -> nn.Layer:
     """Replace ``model``'s SE blocks (in place) by the file's blocks at its r; returns it.
-    ``model.info`` then has reduction r, se_weights ``name`` and ``extra["se_sha256"]``."""
+    ``model.info`` then has reduction r, se_weights ``name``, ``extra["se_sha256"]`` and
+    blocks with the new hidden widths."""
     r = _check_fits(model, meta, name)
     _check_shapes(model, arrays, r, name)
-    for _, path, block in model.blocks:
-        old = block.scale
-        new = SEBlock(old.channels, r, old.impl)
-        for layer, kind, _ in _LAYERS:
-            param = getattr(getattr(new, layer), kind)
-            key = f"{path}.scale.{layer}.{kind}"
-            param.set_value(se_shaped(key, np.asarray(arrays[key], np.float32),
-                                      tuple(param.shape)))
-        block.scale = new
+    subs = dict(model.named_sublayers())
+    blocks = []
+    for b, old in attention_layers(model):
+        if not b.reducible:
+            blocks.append(b)
+            continue
+        new = SEModule(old.channels, hidden_width(old.channels, r), act=old.act_name,
+                       gate=old.gate_spec, impl=old.impl, names=old.names)
+        params = se_params_of(arrays, {b.name: b.path})[b.name]
+        for layer, (w, bias) in ((new.reduce, (params.w1, params.b1)),
+                                 (new.expand, (params.w2, params.b2))):
+            layer.weight.set_value(conv_from_linear(w) if len(layer.weight.shape) == 4 else w)
+            layer.bias.set_value(bias)
+        parent, _, attr = b.path.rpartition(".")
+        setattr(subs[parent] if parent else model, attr, new)
+        blocks.append(replace(b, hidden=new.hidden, width_rule=f"int(C / r), r = {r:g} (refit)"))
     extra = {**model.info.extra, "se_sha256": digest, "se_metadata": dict(meta)}
-    model.info = replace(model.info, reduction=r, se_weights=name, extra=extra)
+    model.info = replace(model.info, reduction=r, se_weights=name, extra=extra,
+                         blocks=tuple(blocks))
     model.eval()
     return model
 
 
-def load_se_file(model: SEResNet, se_weights: str | os.PathLike) -> SEResNet:
+def load_se_file(model: nn.Layer, se_weights: str | os.PathLike) -> nn.Layer:
     """`apply_se_weights` of the SE-only file at ``se_weights``."""
     arrays, meta, digest, _ = read_se_weights(se_weights)
     return apply_se_weights(model, arrays, meta, digest, str(se_weights))
 
 
-def refit_model(base: SEResNet, se_file: bytes | str | os.PathLike,
-                name: str | None = None) -> SEResNet:
+def refit_model(base: nn.Layer, se_file: bytes | str | os.PathLike,
+                name: str | None = None) -> nn.Layer:
     """A new network: a copy of ``base`` (its weights, preprocessing and info) with the SE
     blocks of ``se_file`` (a path, or the bytes of an upload); ``base`` is not changed."""
     arrays, meta, digest, name = read_se_weights(se_file, name)
     info = base.info
     _check_fits(base, meta, name)  # before anything is copied
-    model = FACTORIES[info.arch](info.reduction, info.num_classes, info.width, info.se_impl)
+    model = build_like(info)
     source = base.state_dict()
     for key, param in model.state_dict().items():
         param.set_value(np.array(source[key].numpy(), copy=True))

@@ -45,7 +45,7 @@ from paddle import nn
 from ..paths import atomic_write, graph_cache_dir
 from ..results import Capture, FeatureMaps
 from .hooks import GateRecorder, capture_hooks, check_names, model_lock
-from .model import SEResNet, se_blocks
+from .model import se_blocks
 from .runtime import cpu_threads, ort_spinning
 from .weights import export_state
 
@@ -68,8 +68,8 @@ def available() -> bool:
 
 
 def supports(model: object) -> bool:
-    """True for an se_viz `SEResNet` whose weights are float32 on the CPU."""
-    if not isinstance(model, SEResNet):
+    """True for an se_viz network whose weights are float32 on the CPU."""
+    if not getattr(getattr(model, "info", None), "blocks", None):
         return False
     return all(t.place.is_cpu_place() and t.dtype == paddle.float32
                for t in model.state_dict().values())
@@ -83,7 +83,7 @@ class TracedForward(nn.Layer):
     block's maps before SE (N, C, H', W'), blocks in forward order.
     """
 
-    def __init__(self, model: SEResNet, maps: bool = False) -> None:
+    def __init__(self, model: nn.Layer, maps: bool = False) -> None:
         super().__init__()
         self.model = model
         self.features = tuple(name for name, _, _ in se_blocks(model)) if maps else ()
@@ -93,7 +93,7 @@ class TracedForward(nn.Layer):
 
 
 @paddle.jit.not_to_static
-def _record(model: SEResNet, features: tuple[str, ...], images: paddle.Tensor) -> list:
+def _record(model: nn.Layer, features: tuple[str, ...], images: paddle.Tensor) -> list:
     """The recorder around the model's forward; plain Python for the tracer, which still
     traces every layer the model calls."""
     with GateRecorder(model, features, symbolic=True) as recorder:
@@ -101,7 +101,7 @@ def _record(model: SEResNet, features: tuple[str, ...], images: paddle.Tensor) -
     return recorder.outputs(logits)
 
 
-def trace(model: SEResNet, maps: bool, folder: Path) -> Path:
+def trace(model: nn.Layer, maps: bool, folder: Path) -> Path:
     """Trace ``model`` into ``folder`` (``paddle.jit.save``: program.json + .pdiparams);
     returns the path prefix."""
     prefix = folder / "program"
@@ -125,7 +125,7 @@ _PARAM = re.compile(r'"([A-Za-z][A-Za-z0-9_]*\.[A-Za-z]_\d+)"')
 _SCOPE = re.compile(r'"/[^"]*/"')
 
 
-def program_text(model: SEResNet, program: Path) -> str:
+def program_text(model: nn.Layer, program: Path) -> str:
     """The saved program with every framework-generated name made stable: parameters get
     the model's own state-dict keys, name scopes (``/SEResNet_1/...``) are dropped. Two
     models with the same network give the same text, whatever was built before them."""
@@ -135,7 +135,7 @@ def program_text(model: SEResNet, program: Path) -> str:
     return _SCOPE.sub('"/"', text)
 
 
-def weights_digest(model: SEResNet) -> str:
+def weights_digest(model: nn.Layer) -> str:
     """sha256 over every weight of ``model``: names, dtypes, shapes and bytes."""
     h = hashlib.sha256()
     for key, arr in export_state(model).items():
@@ -144,7 +144,7 @@ def weights_digest(model: SEResNet) -> str:
     return h.hexdigest()
 
 
-def graph_key(model: SEResNet, program: Path) -> str:
+def graph_key(model: nn.Layer, program: Path) -> str:
     """The cache key: the traced program and the weights."""
     h = hashlib.sha256(b"se_viz-traced-graph\n")
     h.update(program_text(model, program).encode())
@@ -260,7 +260,7 @@ class ModelState:
     It walks Paddle's per-layer dicts (``_sub_layers``, ``_parameters``, ``_buffers`` and
     the hook dicts) directly: the public iterators cost several times as much."""
 
-    def __init__(self, model: SEResNet) -> None:
+    def __init__(self, model: nn.Layer) -> None:
         self.model = weakref.ref(model)
         self.structure, self.tensors = self._walk(model)
         self.views = [self._view(t) for t in self.tensors]
@@ -344,12 +344,12 @@ class _Binding:
 
 
 # model -> {maps: binding}: each variant of a model's graph is made once per model state
-_BINDINGS: "weakref.WeakKeyDictionary[SEResNet, dict[bool, _Binding]]" = \
+_BINDINGS: "weakref.WeakKeyDictionary[nn.Layer, dict[bool, _Binding]]" = \
     weakref.WeakKeyDictionary()
 _BUILD_LOCK = threading.Lock()
 
 
-def graph_for(model: SEResNet, maps: bool = False) -> tuple[FastGraph, GraphInfo]:
+def graph_for(model: nn.Layer, maps: bool = False) -> tuple[FastGraph, GraphInfo]:
     """The fast graph of ``model`` as it is now (``maps``: the variant with feature-map
     outputs) and how it was obtained: kept per model object, else traced and loaded from
     the disk cache, else traced, converted and probed (thread-safe). `GraphError` when no
@@ -366,7 +366,7 @@ def graph_for(model: SEResNet, maps: bool = False) -> tuple[FastGraph, GraphInfo
     return binding.graph, binding.info
 
 
-def _bind_or_fail(model: SEResNet, maps: bool) -> _Binding:
+def _bind_or_fail(model: nn.Layer, maps: bool) -> _Binding:
     try:
         return _bind(model, maps)
     except GraphError as exc:
@@ -374,7 +374,7 @@ def _bind_or_fail(model: SEResNet, maps: bool) -> _Binding:
         return _Binding(None, ModelState(model), None, str(exc))
 
 
-def _stale(model: SEResNet, binding: _Binding) -> bool:
+def _stale(model: nn.Layer, binding: _Binding) -> bool:
     """Checked under the model's lock: an eager capture's own hooks are not a change."""
     with model_lock(model):
         return binding.state.changed()
@@ -389,16 +389,16 @@ def bound(model: object) -> bool:
         return False
 
 
-def forget(model: SEResNet) -> None:
+def forget(model: nn.Layer) -> None:
     """Drop ``model``'s graphs from memory (the disk cache stays)."""
     with _BUILD_LOCK:
         _BINDINGS.pop(model, None)
 
 
-def _bind(model: SEResNet, maps: bool) -> _Binding:
+def _bind(model: nn.Layer, maps: bool) -> _Binding:
     start = time.perf_counter()
     if not supports(model):
-        raise ValueError(f"the fast graph needs an se_viz SEResNet with float32 CPU weights, "
+        raise GraphError(f"the fast graph needs an se_viz network with float32 CPU weights, "
                          f"got {type(model).__name__}; use engine='eager'")
     state = ModelState(model)
     blocks = [(name, se.channels) for name, _, se in se_blocks(model)]
@@ -423,7 +423,7 @@ def _bind(model: SEResNet, maps: bool) -> _Binding:
     return _Binding(graph, state, info)
 
 
-def _probe(model: SEResNet, graph: FastGraph) -> None:
+def _probe(model: nn.Layer, graph: FastGraph) -> None:
     """Refuse a graph that does not reproduce the eager hooks on a seeded probe image."""
     x = np.random.default_rng(0).normal(0, 1, (1, 3, PROBE_SIZE, PROBE_SIZE)).astype(np.float32)
     features = graph.blocks[-1:] if graph.maps else ()
@@ -482,7 +482,7 @@ def _store(key: str, data: bytes) -> Path | None:
         return None  # the cache only saves time: a read-only home still captures
 
 
-def capture_fast(model: SEResNet, batch: np.ndarray, batch_size: int = 16,
+def capture_fast(model: nn.Layer, batch: np.ndarray, batch_size: int = 16,
                  features: Sequence[str] = ()) -> Capture:
     """Capture of (N, 3, H, W) float32 ``batch`` through the fast graph, ``batch_size``
     images per run; the same fields as the hook capture. ``features``: block names whose

@@ -312,30 +312,6 @@ def check_state(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
                        + f". The file {looks}.")
 
 
-def to_model_layout(arrays: Mapping[str, np.ndarray], arch: str,
-                    expected: Mapping[str, tuple], name: str) -> tuple[dict, str]:
-    """Map a file's arrays onto ``arch``'s keys and shapes: (state dict, detected layout).
-
-    SE weights are converted to whichever form ``expected`` has: Linear [in, out] or 1x1
-    conv [out, in, 1, 1] (so every file loads into both SE implementations).
-    """
-    layout = detect_layout(arrays)
-    if layout == "cadene":
-        raise WeightsError(f"{name} is a Cadene/legacy_seresnet50 checkpoint (stride on the first "
-                           "1x1 conv, a different network); se_viz supports timm's seresnet50 "
-                           "and PaddleClas's SE_ResNet50_vd weights.")
-    want_arch = LAYOUT_ARCH.get(layout)
-    if want_arch and want_arch != arch:
-        raise WeightsError(f"{name} holds '{layout}' weights for {want_arch}, not {arch}: "
-                           f"use arch '{want_arch}' (--arch {want_arch}).")
-    if layout == "timm":
-        arrays = from_timm(arrays, list(expected))
-    state = {k: se_shaped(k, np.asarray(v, dtype=np.float32), expected.get(k))
-             for k, v in arrays.items()}
-    check_state(state, expected, name, layout)
-    return state, layout
-
-
 _SE_WEIGHT = re.compile(r".*\.scale\.(squeeze|excitation)\.weight")
 
 
@@ -351,12 +327,106 @@ def se_shaped(key: str, value: np.ndarray, want: tuple | None) -> np.ndarray:
     return value
 
 
+RESNET50_ARCHS = ("se_resnet50_vd", "se_resnet50")  # the two layouts with key maps above
+
+
+def from_torch_names(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A torch (timm) state dict in Paddle's naming: BN ``running_mean``/``running_var`` ->
+    ``_mean``/``_variance``, ``num_batches_tracked`` dropped, 2-D (Linear) weights
+    transposed to Paddle's [in, out]. Module names stay as they are: se_viz's timm-layout
+    networks use timm's."""
+    out = {}
+    for key, value in arrays.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = re.sub(r"\.running_mean$", "._mean", re.sub(r"\.running_var$", "._variance", key))
+        out[key] = _transpose(value) if value.ndim == 2 else value
+    return out
+
+
+def is_torch_state(arrays: Mapping[str, np.ndarray]) -> bool:
+    return any(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+               for k in arrays)
+
+
+def convert_for(arch: str, arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple]
+                ) -> tuple[dict[str, np.ndarray], str]:
+    """``arrays`` mapped onto ``arch``'s keys and shapes as far as they go (no checks):
+    (state dict, the layout the file had)."""
+    if arch in RESNET50_ARCHS:
+        layout = detect_layout(arrays)
+        if layout == "timm":
+            arrays = from_timm(arrays, list(expected))
+        return {k: se_shaped(k, np.asarray(v, dtype=np.float32), expected.get(k))
+                for k, v in arrays.items()}, layout
+    if is_torch_state(arrays):
+        return {k: np.asarray(v, dtype=np.float32) for k, v in from_torch_names(arrays).items()
+                }, "timm"
+    return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}, "paddleclas"
+
+
+def _fit(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple]
+         ) -> tuple[float, float]:
+    """How well a converted file fits a network: (shared key names, shared (key, shape)
+    pairs), each over the union of keys. Names say the family and layout, shapes tell
+    apart networks that share names (seresnet50 and seresnext50_32x4d)."""
+    union = max(1, len(set(state) | set(expected)))
+    names = sum(1 for k in state if k in expected)
+    same = sum(1 for k, v in state.items() if tuple(v.shape) == tuple(expected.get(k, ())))
+    return names / union, same / union
+
+
+def looks_like(arrays: Mapping[str, np.ndarray], but_not: str | None = None
+               ) -> tuple[str, float] | None:
+    """The network a weights file fits best, by key names, then shapes: (arch, share of
+    matching key names), or None when no network has most of its names. The classifier's
+    size is read from the file, so fine-tuned heads still match."""
+    from ..arch import ARCHS
+    from .networks import signature
+
+    best = None
+    for arch in ARCHS:
+        if arch == but_not:
+            continue
+        expected = signature(arch, classes_in_file(arrays, arch))
+        score = _fit(convert_for(arch, arrays, expected)[0], expected)
+        if best is None or score > best[1]:
+            best = (arch, score)
+    return (best[0], best[1][0]) if best and best[1][0] >= 0.8 else None
+
+
+def classes_in_file(arrays: Mapping[str, np.ndarray], arch: str) -> int | None:
+    """The number of classes of ``arch``'s classifier in a weights file, or None if the
+    file has no such classifier."""
+    from .networks import head_key
+
+    key, torch_key = head_key(arch)
+    for k, torch_layout in ((torch_key, True), (key, False)):
+        value = arrays.get(k)
+        if value is not None and value.ndim == 2:
+            return int(value.shape[0] if torch_layout and is_torch_state(arrays)
+                       else value.shape[1])
+    return None
+
+
 def load_arrays(model: object, arrays: Mapping[str, np.ndarray], name: str = "weights"
                 ) -> str:
-    """Strictly load ``arrays`` (any supported layout) into ``model``; return the layout."""
+    """Strictly load ``arrays`` (the network's own layout, or for SE-ResNet-50 any of its
+    layouts) into ``model``; return the layout the file had. WeightsError, naming the
+    network the file looks like, for a file of another network."""
     current = model.state_dict()
     expected = {k: tuple(v.shape) for k, v in current.items()}
-    state, layout = to_model_layout(arrays, model.arch, expected, name)
+    arch = model.info.arch
+    state, layout = convert_for(arch, arrays, expected)
+    try:
+        check_state(state, expected, name, layout)
+    except WeightsError as exc:
+        other = looks_like(arrays, but_not=arch)
+        if other is None or _fit(state, expected)[0] >= other[1]:
+            raise
+        raise WeightsError(f"{name} holds weights of {other[0]}, not {arch} "
+                           f"({other[1]:.0%} of its key names fit {other[0]}): "
+                           f"use arch '{other[0]}' (--arch {other[0]}). Details: {exc}") from None
     for key, param in current.items():
         param.set_value(state[key])
     return layout
@@ -374,6 +444,33 @@ def export_state(model: object) -> dict[str, np.ndarray]:
 
 
 def init_seeded(model: object, seed: int = 0) -> None:
+    """Deterministic initialisation from numpy (see `_init_resnet50` and `_init_any`)."""
+    if model.info.arch in RESNET50_ARCHS:
+        return _init_resnet50(model, seed)
+    return _init_any(model, seed)
+
+
+def _init_any(model: object, seed: int) -> None:
+    """Any network: convolutions He-normal (fan-in), BN identity (gamma 1, beta 0, mean 0,
+    var 1), Linear uniform(+-1/sqrt(fan_in)), biases 0; drawn in state-dict order."""
+    rng = np.random.default_rng(seed)
+    current = model.state_dict()
+    for name, param in current.items():
+        shape = tuple(param.shape)
+        prefix = name.rsplit(".", 1)[0]
+        bn = f"{prefix}._mean" in current
+        if bn:
+            value = np.zeros(shape) if name.endswith(("bias", "_mean")) else np.ones(shape)
+        elif len(shape) >= 3:
+            value = rng.normal(0.0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape)
+        elif len(shape) == 2:  # Paddle Linear [in, out]
+            value = rng.uniform(-1.0 / np.sqrt(shape[0]), 1.0 / np.sqrt(shape[0]), shape)
+        else:
+            value = np.zeros(shape)
+        param.set_value(value.astype(np.float32))
+
+
+def _init_resnet50(model: object, seed: int = 0) -> None:
     """Deterministic initialisation from numpy (independent of Paddle's global RNG), the
     same numbers for both SE implementations.
 
@@ -421,18 +518,18 @@ def save_safetensors(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
 def se_parameters(model: object, blocks: Sequence[str] | None = None
                   ) -> dict[str, SEParameters]:
     """Block name -> its SE weights as float32 numpy copies in the Linear form (w1 (C, h),
-    b1 (h,), w2 (h, C), b2 (C,)), whatever the model's SE implementation; all blocks, or
-    only ``blocks``."""
-    from .model import se_blocks
+    b1 (h,), w2 (h, C), b2 (C,)), whatever the model's SE implementation; all SE blocks
+    (ECA blocks have no such weights), or only ``blocks``."""
+    from .model import attention_layers
 
     out = {}
-    for name, _, se in se_blocks(model):
-        if blocks is not None and name not in blocks:
+    for b, se in attention_layers(model):
+        if (blocks is not None and b.name not in blocks) or not b.reducible:
             continue
         arrays = []
-        for layer in (se.squeeze, se.excitation):
+        for layer in (se.reduce, se.expand):
             w = np.ascontiguousarray(layer.weight.numpy(), dtype=np.float32)
             arrays += [linear_from_conv(w) if w.ndim == 4 else w,
                        np.ascontiguousarray(layer.bias.numpy(), dtype=np.float32)]
-        out[name] = SEParameters(*arrays)
+        out[b.name] = SEParameters(*arrays)
     return out
