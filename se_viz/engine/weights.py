@@ -355,7 +355,7 @@ def convert_for(arch: str, arrays: Mapping[str, np.ndarray], expected: Mapping[s
     (state dict, the layout the file had)."""
     if arch in RESNET50_ARCHS:
         layout = detect_layout(arrays)
-        if layout == "timm":
+        if layout == "timm" and arch == "se_resnet50":
             arrays = from_timm(arrays, list(expected))
         return {k: se_shaped(k, np.asarray(v, dtype=np.float32), expected.get(k))
                 for k, v in arrays.items()}, layout
@@ -381,6 +381,12 @@ def looks_like(arrays: Mapping[str, np.ndarray], but_not: str | None = None
     """The network a weights file fits best, by key names, then shapes: (arch, share of
     matching key names), or None when no network has most of its names. The classifier's
     size is read from the file, so fine-tuned heads still match."""
+    best = _best_match(arrays, but_not)
+    return (best[0], best[1][0]) if best else None
+
+
+def _best_match(arrays: Mapping[str, np.ndarray], but_not: str | None
+                ) -> tuple[str, tuple[float, float]] | None:
     from ..arch import ARCHS
     from .networks import signature
 
@@ -392,7 +398,7 @@ def looks_like(arrays: Mapping[str, np.ndarray], but_not: str | None = None
         score = _fit(convert_for(arch, arrays, expected)[0], expected)
         if best is None or score > best[1]:
             best = (arch, score)
-    return (best[0], best[1][0]) if best and best[1][0] >= 0.8 else None
+    return best if best and best[1][0] >= 0.8 else None
 
 
 def classes_in_file(arrays: Mapping[str, np.ndarray], arch: str) -> int | None:
@@ -421,11 +427,11 @@ def load_arrays(model: object, arrays: Mapping[str, np.ndarray], name: str = "we
     try:
         check_state(state, expected, name, layout)
     except WeightsError as exc:
-        other = looks_like(arrays, but_not=arch)
-        if other is None or _fit(state, expected)[0] >= other[1]:
+        other = _best_match(arrays, but_not=arch)
+        if other is None or _fit(state, expected) >= other[1]:
             raise
         raise WeightsError(f"{name} holds weights of {other[0]}, not {arch} "
-                           f"({other[1]:.0%} of its key names fit {other[0]}): "
+                           f"({other[1][1]:.0%} of its keys and shapes fit {other[0]}): "
                            f"use arch '{other[0]}' (--arch {other[0]}). Details: {exc}") from None
     for key, param in current.items():
         param.set_value(state[key])
