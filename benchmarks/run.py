@@ -3,6 +3,7 @@
     python benchmarks/run.py            # full run (about 3-4 minutes on 2 cores)
     python benchmarks/run.py --quick    # smoke test (under 2 minutes)
     python benchmarks/run.py --json results.json
+    python benchmarks/run.py --quick --families efficientnet_b0 regnety_008   # some networks
 
 Every timing is a median over repeated calls after warm-up; cases that are compared run
 interleaved in one process. Graphs are built into a temporary cache (removed at the end),
@@ -39,6 +40,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="few repeats: a smoke test")
     ap.add_argument("--json", type=Path, help="also write the rows and machine info here")
     ap.add_argument("--arch", default="se_resnet50_vd", choices=["se_resnet50_vd", "se_resnet50"])
+    ap.add_argument("--families", nargs="*", metavar="ARCH",
+                    help="networks for the per-family table (default: every arch; "
+                         "give none to skip it)")
+    ap.add_argument("--families-only", action="store_true",
+                    help="run the per-family table alone")
     ap.add_argument("--weights", help="weights file (default: seeded, untrained)")
     ap.add_argument("--torch-python", default=os.environ.get("SE_VIZ_TORCH_PYTHON", sys.executable),
                     help="interpreter with torch for the PyTorch peer")
@@ -129,7 +135,7 @@ def engine_rows(model, plan: Plan) -> tuple[list[Row], float]:
     sec = "Engines, batch 1, ms per image"
     x, xt = inputs(1), paddle.to_tensor(inputs(1))
     plain = plain_graph(model)
-    canonical = se_viz.build_model("se_resnet50") if model.arch != "se_resnet50" else model
+    canonical = se_viz.build_model("se_resnet50") if model.info.arch != "se_resnet50" else model
 
     def eager_plain():
         with paddle.no_grad():
@@ -202,6 +208,32 @@ def torch_rows(python: str, fast_ms: float, plan: Plan) -> list[Row]:
                 f"issue: {ISSUE['torch']}", res["engine"]),
             Row(sec, "timm-layout capture speed-up over PyTorch eager forward", b1 / fast_ms,
                 "x", "goal >= 1.5", f"PyTorch batch 8: {b8:.1f} ms/img" if b8 else "")]
+
+
+def family_rows(archs: list[str], plan: Plan) -> list[Row]:
+    """Every network at batch 1, 224x224: se_viz.capture (fast path: every gate + squeeze)
+    against the same network's plain forward traced the same way, interleaved."""
+    import se_viz
+    from se_viz.engine import costs, traced
+    sec = "Every network: capture vs plain forward, batch 1, ms per image"
+    x = inputs(1)
+    rows = []
+    for arch in archs:
+        model = se_viz.build_model(arch)
+        plain = plain_graph(model)
+        traced.graph_for(model)
+        t = interleaved({"plain": lambda: plain.run(None, {"images": x}),
+                         "capture": lambda: se_viz.capture(model, x)},
+                        plan.n("fast"), plan.warmup)
+        gmacs = costs.model_costs(model, 224).flops_total / 1e9
+        m = {k: median_ms(v) for k, v in t.items()}
+        rows.append(Row(sec, f"{arch}: {len(model.info.blocks)} blocks, {gmacs:.2f} GMACs",
+                        m["capture"], "ms",
+                        f"{paired(t['capture'], t['plain']):.3f}x plain {m['plain']:.1f} ms",
+                        f"{2 * gmacs * 1e3 / m['plain']:.0f} GFLOP/s plain; "
+                        f"{spread(t['capture'])}"))
+        traced.forget(model)
+    return rows
 
 
 def throughput_rows(model, plan: Plan) -> list[Row]:
@@ -283,6 +315,12 @@ def main() -> None:
         from app_bench import run as app_rows
         from se_viz.engine import traced as fast
 
+        if args.families_only:
+            from se_viz.arch import ARCHS
+            print(header(args, info, "seeded, untrained"), flush=True)
+            rows = family_rows(args.families or list(ARCHS), plan)
+            return _report(rows, started, args, info)
+
         def factory():
             return se_viz.build_model(args.arch, weights=args.weights)
         model = factory()
@@ -295,8 +333,14 @@ def main() -> None:
         rows += app_rows(model, ROOT / "assets" / "cat_chelsea.jpg", plan)
         rows += memory_rows(args.arch, args.quick)
         fast.forget(model)
+        from se_viz.arch import ARCHS
+        rows += family_rows(list(ARCHS) if args.families is None else args.families, plan)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    _report(rows, started, args, info)
+
+
+def _report(rows: list[Row], started: float, args: argparse.Namespace, info: dict) -> None:
     elapsed = time.perf_counter() - started
     print(table(rows))
     print(f"\n{len(rows)} figures in {elapsed:.0f} s; load average now "
