@@ -163,7 +163,9 @@ class ArchSpec:
 
 def _timm(crop_pct: float = 0.875, interpolation: str = "bicubic", size: int = 224,
           mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> Preprocessing:
-    """timm's eval transform: resize short side floor(size / crop_pct), centre crop size."""
+    """timm's eval transform: resize short side floor(size / crop_pct), centre crop size
+    (each file's ``pretrained_cfg`` in timm 1.0.31: input size, crop_pct, interpolation,
+    mean, std)."""
     return Preprocessing(resize=int(math.floor(size / crop_pct)), crop=size,
                          interpolation=interpolation, mean=mean, std=std)
 
@@ -183,11 +185,11 @@ SPECS: dict[str, ArchSpec] = {s.arch: s for s in (
              "SENet authors' SE-ResNet-50 (timm legacy_seresnet50)", 77.65,
              _timm(interpolation="bilinear")),
     ArchSpec("ecaresnet50d", _RESNETS, "timm", "resnet_family", "timm ecaresnet50d (miil, ECA)",
-             80.63, _timm(interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))),
+             80.63, _timm()),
     ArchSpec("efficientnet_b0", _MOBILE, "timm", "mobile", "timm efficientnet_b0 (ra)", 77.70,
              _timm()),
     ArchSpec("mobilenetv3_large_100", _MOBILE, "timm", "mobile",
-             "timm mobilenetv3_large_100 (ra)", 75.78, _timm(interpolation="bilinear")),
+             "timm mobilenetv3_large_100 (ra)", 75.78, _timm()),
     ArchSpec("lcnet_100", _MOBILE, "timm", "mobile", "timm lcnet_100 (ra2)", 72.13, _timm()),
     ArchSpec("mobilenetv3_large_x1_0", _MOBILE, "paddleclas", "mobile",
              "PaddleClas MobileNetV3_large_x1_0", 75.32, PADDLECLAS_EVAL),
@@ -227,7 +229,13 @@ PRETRAINED.update({
                                                "MobileNetV3_large_x1_0", 75.32, legendary=True),
     "pplcnet_x1_0": _paddleclas_file("pplcnet_x1_0", "PPLCNet_x1_0", 71.32, legendary=True),
     "seresnext50_32x4d": _hub_file("seresnext50_32x4d", "seresnext50_32x4d.racm_in1k", 81.27),
-    "legacy_seresnet50": _hub_file("legacy_seresnet50", "legacy_seresnet50.in1k", 77.65),
+    "legacy_seresnet50": PretrainedFile(  # not on the hub: timm's senet.py names this URL
+        arch="legacy_seresnet50",
+        url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/"
+            "se_resnet50-ce0d4300.pth",
+        filename="se_resnet50-ce0d4300.pth", layout="timm", size=None, sha256=None,
+        description="The SENet authors' SE-ResNet-50 (Caffe, via Cadene), timm "
+                    "legacy_seresnet50.in1k, ImageNet-1k top-1 77.65% (PyTorch .pth)."),
     "ecaresnet50d": _hub_file("ecaresnet50d", "ecaresnet50d.miil_in1k", 80.63),
     "efficientnet_b0": _hub_file("efficientnet_b0", "efficientnet_b0.ra_in1k", 77.70),
     "mobilenetv3_large_100": _hub_file("mobilenetv3_large_100", "mobilenetv3_large_100.ra_in1k",
