@@ -4,6 +4,7 @@ it) and a local HTTP server standing in for the hub endpoint (HF_ENDPOINT); neve
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -12,13 +13,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import huggingface_hub.constants  # now, while HF_HUB_OFFLINE is unset: it is read once
 import numpy as np
 import pytest
 
 from se_viz.engine import download as dl
-from se_viz.engine import hub
 from se_viz.errors import WeightsError
 
 from .conftest import TINY, batch, make_tiny
@@ -28,7 +29,7 @@ REPO, FILE = SPEC.hf_repo, SPEC.hf_filename
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PAYLOAD = random.Random(7).randbytes(2 * (1 << 20) + 4321)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-RESOLVE = f"/{REPO}/resolve/{hub.revision(SPEC)}/{FILE}"
+RESOLVE = f"/{REPO}/resolve/{SPEC.hf_revision or 'main'}/{FILE}"
 
 
 class _Hub(BaseHTTPRequestHandler):
@@ -108,7 +109,7 @@ def _closed_port() -> int:
 
 
 def _repo() -> Path:
-    return hub.repo_folder(SPEC)
+    return dl.hf_repo_folder(SPEC)
 
 
 def _blob_files() -> list[str]:
@@ -161,7 +162,7 @@ def test_file_in_hf_cache_is_found_offline_and_gives_the_same_logits(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
 
-    assert hub.cache_dir() == cache
+    assert dl.hf_cache_dir() == cache
     assert dl.cached_path("se_resnet50") == pointer
     from_hub = build_model("se_resnet50", "pretrained", **TINY)
     by_path = build_model("se_resnet50", str(path), **TINY)
@@ -177,7 +178,7 @@ def test_file_in_hf_cache_is_found_offline_and_gives_the_same_logits(
 
 
 def test_cached_file_is_used_without_a_request(server, timm_file, monkeypatch):
-    pointer = place_in_hf_cache(timm_file[1], hub.cache_dir())
+    pointer = place_in_hf_cache(timm_file[1], dl.hf_cache_dir())
     assert dl.fetch("se_resnet50") == pointer
     assert server["hits"] == []
     row = {r["arch"]: r for r in dl.describe_cache()}["se_resnet50"]
@@ -185,7 +186,7 @@ def test_cached_file_is_used_without_a_request(server, timm_file, monkeypatch):
 
 
 def test_installed_file_comes_before_the_hf_cache(timm_file, tmp_path):
-    place_in_hf_cache(timm_file[1], hub.cache_dir())
+    place_in_hf_cache(timm_file[1], dl.hf_cache_dir())
     installed = dl.install_file("se_resnet50", timm_file[0])
     assert installed == dl.expected_path("se_resnet50")
     assert dl.cached_path("se_resnet50") == installed
@@ -337,15 +338,170 @@ def test_stale_partial_blobs_are_swept(server):
 
 def test_environment_is_read_at_each_call(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example/")
-    assert hub.endpoint() == "https://mirror.example"
+    assert dl.hf_endpoint() == "https://mirror.example"
     assert dl.source_url("se_resnet50") == f"https://mirror.example{RESOLVE}"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "c"))
-    assert hub.repo_folder(SPEC) == tmp_path / "c" / "models--timm--seresnet50.ra2_in1k"
+    assert dl.hf_repo_folder(SPEC) == tmp_path / "c" / "models--timm--seresnet50.ra2_in1k"
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.delenv("HF_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert hub.cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    assert dl.hf_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     for value, want in (("1", True), ("yes", True), ("0", False), ("", False)):
         monkeypatch.setenv("HF_HUB_OFFLINE", value)
-        assert hub.offline() is want
+        assert dl.hf_offline() is want
+
+
+# --------------------------------------------------------------------------- every pretrained file
+
+
+class _Everything(BaseHTTPRequestHandler):
+    """The hub's HEAD and GET for every hub file (``/{repo}/resolve/{revision}/{file}``) and, at
+    the path of each file's own URL and under ``/files/`` (a SE_VIZ_MIRROR), its bytes."""
+
+    routes: dict[str, bytes]
+    hits: list[tuple[str, str]]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, with_body: bool) -> None:
+        self.hits.append((self.command, self.path))
+        body = self.routes.get(self.path)
+        if body is None:
+            self.send_error(404, "Entry not found")
+            return
+        self.send_response(200)
+        etag = f'"{hashlib.sha256(body).hexdigest()}"'
+        for key, value in (("X-Repo-Commit", COMMIT), ("ETag", etag), ("X-Linked-Etag", etag),
+                           ("X-Linked-Size", len(body)), ("Content-Length", len(body))):
+            self.send_header(key, str(value))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
+        self._answer(False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(True)
+
+
+def _body(arch: str) -> bytes:
+    return hashlib.sha256(arch.encode()).digest() * 4096  # 128 KiB, different for every arch
+
+
+@pytest.fixture(scope="module")
+def _every_file_server():
+    """One local server for the module: (base URL, routes, hits)."""
+    routes: dict[str, bytes] = {}
+    hits: list[tuple[str, str]] = []
+    handler = type("Handler", (_Everything,), {"routes": routes, "hits": hits})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", routes, hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture()
+def every_file(_every_file_server, monkeypatch):
+    """(base URL, hits): a local server standing in for the hub (HF_ENDPOINT) and for every
+    file's own host (its URL is pointed at the server, its path kept)."""
+    base, routes, hits = _every_file_server
+    monkeypatch.setenv("HF_ENDPOINT", base)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for arch, spec in list(dl.PRETRAINED.items()):
+        routes[f"/files/{spec.filename}"] = _body(arch)
+        if spec.hf_repo:
+            routes[urlsplit(dl.source_url(arch)).path] = _body(arch)
+        else:
+            path = urlsplit(spec.url).path
+            routes[path] = _body(arch)
+            monkeypatch.setitem(dl.PRETRAINED, arch, dataclasses.replace(spec, url=base + path))
+    hits.clear()
+    return base, hits
+
+
+def test_every_pretrained_file_has_its_own_name_and_one_source():
+    specs = dl.PRETRAINED.values()
+    assert len({s.filename for s in specs}) == len(dl.PRETRAINED) >= 13
+    for arch, spec in dl.PRETRAINED.items():
+        assert spec.arch == arch and spec.url.startswith("https://")
+        if spec.hf_repo:  # the URL shown to users is the hub file's
+            assert spec.hf_filename and spec.url == (
+                f"https://huggingface.co/{spec.hf_repo}/resolve/{spec.hf_revision or 'main'}/"
+                f"{spec.hf_filename}")
+
+
+@pytest.mark.parametrize("source", ["own", "mirror"])
+@pytest.mark.parametrize("arch", list(dl.PRETRAINED))
+def test_every_pretrained_file_is_fetched_verified_and_then_used_offline(
+        every_file, monkeypatch, arch, source):
+    base, hits = every_file
+    if source == "mirror":
+        monkeypatch.setenv("SE_VIZ_MIRROR", f"{base}/files/")
+    spec, body = dl.PRETRAINED[arch], _body(arch)
+    assert dl.cached_path(arch) is None
+    calls: list[tuple[int, int | None]] = []
+    path = dl.fetch(arch, progress=lambda d, t: calls.append((d, t)))
+    assert path.read_bytes() == body and calls[-1] == (len(body), len(body))
+    assert dl.cached_path(arch) == path and dl.is_pretrained_file(path)
+    if spec.hf_repo and source == "own":  # huggingface_hub, into the Hugging Face cache
+        assert path == dl.hf_repo_folder(spec) / "snapshots" / COMMIT / spec.hf_filename
+        assert path.resolve().name == hashlib.sha256(body).hexdigest()
+        assert [h[0] for h in hits] == ["HEAD", "HEAD", "GET"]
+    else:  # pooch, into se_viz's cache
+        assert path == dl.expected_path(arch)
+        assert hits == [("GET", urlsplit(dl.source_url(arch)).path)]
+    assert dl.destination_folder(arch) in path.parents
+    before = len(hits)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached: used without any request
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert dl.fetch(arch) == path and len(hits) == before
+    row = {r["arch"]: r for r in dl.describe_cache()}[arch]
+    assert row["present"] and row["path"] == str(path) and row["size"] == len(body)
+
+
+@pytest.mark.parametrize("arch", list(dl.PRETRAINED))
+def test_every_pretrained_file_offline_says_what_to_do(monkeypatch, arch):
+    spec = dl.PRETRAINED[arch]
+    if spec.hf_repo:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        url = f"http://127.0.0.1:{_closed_port()}/{spec.filename}"
+        monkeypatch.setitem(dl.PRETRAINED, arch, dataclasses.replace(spec, url=url))
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        dl.fetch(arch)
+    assert time.monotonic() - start < 2
+    msg = str(info.value)
+    assert dl.source_url(arch) in msg and str(dl.expected_path(arch)) in msg
+    assert f"se-viz weights install FILE --arch {arch}" in msg and "--weights PATH" in msg
+    assert ("HF_HUB_OFFLINE" if spec.hf_repo else "offline") in msg
+    assert dl.cached_path(arch) is None and not list(dl.cache_dir().glob("*"))
+
+
+def test_progress_fits_huggingface_hubs_xet_reporter():
+    """A hub file stored with Xet is downloaded by hf_xet, whose reporter drives ``tqdm_class``
+    with more calls than a plain download: still one bar, counting the bytes written."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
+
+    calls: list[tuple[int, int | None]] = []
+    bar = dl._hub_bar(lambda d, t: calls.append((d, t)))
+    with XetDownloadProgressReporter(reconstruction_desc=FILE, total=300, log_level=30,
+                                     tqdm_class=bar) as reporter:
+        for written, received in ((100, 150), (100, 200), (300, 300)):
+            reporter.update_progress(SimpleNamespace(
+                total_bytes_completed=written, total_transfer_bytes_completed=received,
+                total_bytes_completion_rate=1.0, total_transfer_bytes_completion_rate=1.0,
+                total_bytes=300))
+    assert calls == [(100, 300), (300, 300)]
