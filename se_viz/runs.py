@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import images
-from .arch import BLOCK_NAMES
+from .blocks import AttentionBlock, by_name, names
 from .cache import BoundedCache
 from .results import Intervention
 
@@ -78,7 +78,7 @@ def run_image(photo: Photo, model: Any) -> ImageResult:
     crop = np.asarray(images.center_crop(img, model.preprocessing), dtype=np.uint8)
     del img
     cap = capture(model, images.normalize(crop, model.preprocessing)[None],
-                  features=BLOCK_NAMES)
+                  features=names(model.info.blocks))
     result = ImageResult(crop=crop, logits=cap.logits[0], probs=cap.probabilities[0],
                          gates={b: g[0] for b, g in cap.gates.items()},
                          squeeze={b: s[0] for b, s in cap.squeeze.items()},
@@ -110,14 +110,18 @@ def stage_gates(res: ImageResult, blocks: tuple[str, ...], value: float | str
 def emulation(model: Any, results: list[ImageResult], target: float
               ) -> tuple[str, Intervention]:
     """The intervention that emulates reduction ratio ``target`` on ``model`` (keeping the
-    hidden SE units that matter most on these images) and a name that identifies it."""
+    hidden SE units that matter most on these images) and a name that identifies it. Only
+    the blocks with a bottleneck (`AttentionBlock.reducible`) change; each keeps
+    min(its own width, int(C / target)) units."""
     from .analysis import emulation_masks
     from .engine.weights import se_parameters
 
-    squeeze = {b: np.stack([r.squeeze[b] for r in results]) for b in BLOCK_NAMES}
-    masks = emulation_masks(se_parameters(model), squeeze, model.info.reduction, target)
+    blocks = [b for b in model.info.blocks if b.reducible]
+    squeeze = {b.name: np.stack([r.squeeze[b.name] for r in results]) for b in blocks}
+    masks = emulation_masks(se_parameters(model, names(blocks)), squeeze, None, target,
+                            {b.name: b.act for b in blocks})
     spec = f"emulate r={target:g} " + images.image_digest(
-        b"".join(masks[b].tobytes() for b in BLOCK_NAMES))
+        b"".join(masks[b.name].tobytes() for b in blocks))
     return spec, Intervention(hidden_masks=masks)
 
 
@@ -301,12 +305,13 @@ def wait_text(ahead: int, waiting: int, per_turn: float | None = None) -> str:
 class Walkthrough:
     """One image through one SE block, step by step (`se_viz.analysis.se_steps`), and the
     tutorial's layers run on the block's input U (`se_viz.engine.tutorial`). maps: U
-    (C, H, W) float32 (from the result's float16 copy)."""
+    (C, H, W) float32 (from the result's float16 copy); about: the block's description."""
 
     block: str
     steps: Any
     layers: Any
     maps: np.ndarray
+    about: AttentionBlock
 
 
 def walkthrough(model: Any, res: ImageResult, block: str) -> Walkthrough:
@@ -315,7 +320,11 @@ def walkthrough(model: Any, res: ImageResult, block: str) -> Walkthrough:
     from .engine.tutorial import run_layers
     from .engine.weights import se_parameters
 
+    about = by_name(model.info.blocks)[block]
+    if not about.reducible:
+        raise ValueError(f"{block} is an {about.kind.upper()} block with no fully connected "
+                         "layers to step through; choose an SE block")
     params = se_parameters(model, [block])[block]
     maps = res.maps[block].astype(np.float32)
-    return Walkthrough(block, steps(params, res.squeeze[block], res.gates[block]),
-                       run_layers(params, maps), maps)
+    return Walkthrough(block, steps(params, res.squeeze[block], res.gates[block], about.gate,
+                                    about.act), run_layers(params, maps), maps, about)

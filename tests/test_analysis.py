@@ -283,6 +283,58 @@ def test_emulation_masks_keep_most_important_units():
         A.emulation_masks(params, {"a": squeeze["a"]}, 16, 32)
 
 
+def test_emulation_masks_of_blocks_with_their_own_widths():
+    """reduction_from None: widths from another rule (EfficientNet, RegNet) are not checked;
+    each block keeps min(h, int(C / r)) units, ranked with its own activation."""
+    params = {"a": _params(64, 6, 0), "b": _params(32, 5, 1)}  # not int(C / r) for one r
+    rng = np.random.default_rng(3)
+    squeeze = {"a": rng.normal(size=(3, 64)), "b": rng.normal(size=(3, 32))}
+    masks = A.emulation_masks(params, squeeze, None, 16, {"a": "silu"})
+    assert masks["a"].sum() == 4 and masks["b"].sum() == 2
+    best = np.argsort(-A.hidden_unit_importance(params["a"], squeeze["a"], "silu"),
+                      kind="stable")[:4]
+    assert set(np.flatnonzero(masks["a"])) == set(best)
+
+
+def test_one_numpy_se_forward_for_every_gate_and_activation():
+    from se_viz.analysis.excitation import excitation, se_forward
+    from se_viz.analysis.se_steps import steps
+    from se_viz.blocks import HARD_SIGMOID
+    from se_viz.results import SEParameters
+
+    p, z = _params(8, 4, 0), np.random.default_rng(2).normal(size=(5, 8))
+    w1, b1, w2, b2 = (np.asarray(x, np.float64) for x in (p.w1, p.b1, p.w2, p.b2))
+    a = z @ w1 + b1
+    for act, f in (("relu", np.maximum(a, 0)), ("relu6", np.clip(a, 0, 6)),
+                   ("silu", a / (1 + np.exp(-a)))):
+        x = f @ w2 + b2
+        np.testing.assert_allclose(se_forward(p, z, act=act), 1 / (1 + np.exp(-x)), rtol=1e-12)
+        np.testing.assert_allclose(se_forward(p, z, HARD_SIGMOID, act),
+                                   np.clip(x / 6 + 0.5, 0, 1), rtol=1e-12)
+        np.testing.assert_allclose(excitation(p, z, act=act).hidden, f, rtol=1e-12)
+    p = SEParameters(p.w1, p.b1, p.w2, p.b2)
+    one = steps(p, z[0], se_forward(p, z[:1], HARD_SIGMOID)[0], HARD_SIGMOID)
+    assert one.mismatch == 0.0  # the view's recomputation is the same forward
+    with pytest.raises(ValueError, match="activation"):
+        se_forward(p, z, act="gelu")
+
+
+def test_figure6_blocks_are_the_papers_for_its_network_else_one_per_stage():
+    from se_viz.blocks import AttentionBlock
+
+    def net(depths):
+        return tuple(AttentionBlock(f"SE_{s}_{i}", f"s{s}.{i}", f"s{s}", s, i, 8, 2)
+                     for s, d in depths for i in range(1, d + 1))
+
+    paper = net([(2, 3), (3, 4), (4, 6), (5, 3)])
+    assert A.figure6_blocks(paper, "se_resnet50_vd") == A.PAPER_FIG6_BLOCKS
+    assert A.figure6_blocks(paper, "regnety_032") == ("SE_2_3", "SE_3_4", "SE_4_6", "SE_5_1",
+                                                      "SE_5_3")
+    mobile = net([(1, 1), (2, 2), (3, 3), (4, 1), (5, 2), (6, 3), (7, 1)])
+    assert A.figure6_blocks(mobile, "efficientnet_b0") == ("SE_2_2", "SE_3_3", "SE_4_1",
+                                                           "SE_5_2", "SE_6_3", "SE_7_1")
+
+
 def test_emulation_on_tiny_model_end_to_end(tiny_vd):
     """Masks from real squeeze values plug into hooks.Intervention and change the gates."""
     from se_viz.engine.capture import capture

@@ -35,7 +35,6 @@ ASSETS = ROOT / "assets"
 CAT = (ASSETS / "cat_chelsea.jpg").read_bytes()
 COFFEE = (ASSETS / "coffee_cup.jpg").read_bytes()
 WIDTH = 8
-STAGE5 = ("SE_5_1", "SE_5_2", "SE_5_3")
 
 
 def fresh_app(monkeypatch, **env: str) -> AppTest:
@@ -236,10 +235,11 @@ def test_duplicate_upload_is_analysed_once(at, forward_calls):
 # ----------------------------------------------------------------------------- caching
 
 
-def test_view_changes_never_rerun_the_network(at, forward_calls):
+def test_view_changes_never_rerun_the_network(at, forward_calls, narrow_model):
     _upload(at, ("cat.jpg", CAT), ("coffee.jpg", COFFEE))
     assert len(forward_calls) == 2  # one run per image, all 16 blocks' maps kept
-    assert all(set(c["features"]) == set(se_viz.BLOCK_NAMES) for c in forward_calls)
+    names = [b.name for b in narrow_model.info.blocks]
+    assert all(list(c["features"]) == names for c in forward_calls)
     at.radio(key="order").set_value("sorted by gate").run()
     at.radio(key="order").set_value("sorted by another image").run()
     at.selectbox(key="order_ref").set_value("coffee.jpg").run()
@@ -319,7 +319,7 @@ def test_compare_images_table_equals_analysis(at, narrow_model):
     want = analysis.compare_images({b: g[0] for b, g in cap.gates.items()},
                                    {b: g[1] for b, g in cap.gates.items()}, 10)
     table = at.dataframe[0].value
-    assert list(table["block"]) == list(se_viz.BLOCK_NAMES)
+    assert list(table["block"]) == [b.name for b in narrow_model.info.blocks]
     np.testing.assert_allclose(table["js"], want["js"], atol=1e-6)
     np.testing.assert_allclose(table["topk_overlap"], want["topk_overlap"])
     worst = want["block"][int(np.argmax(want["js"]))]
@@ -360,13 +360,14 @@ def test_reduction_emulation_runs_once_and_is_labelled(at, forward_calls):
 def test_intervention_changes_top5_as_a_direct_capture_does(at, narrow_model):
     _upload(at, ("cat.jpg", CAT))
     _view(at, "Interventions")
-    at.radio(key="iv_scope").set_value("remove all stage-5 SE (the paper's cheap variant)")
+    at.radio(key="iv_scope").set_value("remove the last stage's SE (the paper's cheap variant)")
     next(b for b in at.button if b.label == "Run intervention").click()
     at.run()
     _no_exception(at)
     table = at.table[-1].value
     before = _top5(narrow_model, CAT)
-    after = _top5(narrow_model, CAT, Intervention(gates={b: 1.0 for b in STAGE5}))
+    last = list(se_viz.blocks.stages(narrow_model.info.blocks).values())[-1]
+    after = _top5(narrow_model, CAT, Intervention(gates={b: 1.0 for b in last}))
     assert list(table["before"]) == before
     assert list(table["after"]) == after
     assert before != after
@@ -393,7 +394,7 @@ def test_exports_carry_the_gates_of_a_direct_capture(at, narrow_model, monkeypat
         files, logits, gates, meta = export.read(path)
         assert files == ["cat.jpg", "coffee.jpg"]
         np.testing.assert_allclose(logits, cap.logits, atol=1e-6)
-        assert list(gates) == list(se_viz.BLOCK_NAMES)
+        assert list(gates) == [b.name for b in narrow_model.info.blocks]
         for block, g in gates.items():
             np.testing.assert_allclose(g, cap.gates[block], atol=1e-6)
         assert str(meta["width"]) == "8" and str(meta["untrained"]) == "True"

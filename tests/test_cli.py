@@ -39,7 +39,7 @@ def test_capture_writes_all_blocks_and_round_trips(tmp_path, capsys, suffix, tin
     assert rc == 0
     files, logits, gates, meta = export.read(out)
     assert files == [str(CAT), str(CUP)]
-    assert list(gates) == list(se_viz.BLOCK_NAMES)
+    assert list(gates) == [b.name for b in tiny_full_head.info.blocks]
     ref = se_viz.capture(tiny_full_head, [load_image(CAT), load_image(CUP)])
     np.testing.assert_allclose(logits, ref.logits, rtol=1e-4, atol=1e-4)
     for name in ref.gates:
@@ -83,6 +83,52 @@ def test_top5_printout_without_out(capsys):
     out = capsys.readouterr().out
     assert str(CAT) in out and "  5. " in out and "%" in out
     assert "untrained" in out
+
+
+def test_labels_file_names_the_classes(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"thing {i}\n" for i in range(10)), "utf-8")
+    assert main(["capture", str(CAT), *W8, "--num-classes", "10", "--labels", str(names)]) == 0
+    out = capsys.readouterr().out
+    assert "  1. thing " in out and "class " not in out
+    out_file = tmp_path / "g.json"
+    assert main(["capture", str(CAT), *W8, "--num-classes", "10", "--labels", str(names),
+                 "--out", str(out_file)]) == 0
+    assert "thing " in out_file.read_text("utf-8")
+    names.write_text("only\ntwo\n", "utf-8")
+    assert main(["capture", str(CAT), *W8, "--num-classes", "10", "--labels", str(names)]) == 1
+    err = capsys.readouterr().err
+    assert "--labels" in err and "10 classes" in err and "Traceback" not in err
+
+
+def test_archs_lists_every_arch_with_family_and_cache_state(capsys, monkeypatch):
+    from se_viz.arch import ARCHS, PRETRAINED, SPECS
+    from se_viz.cli import archs
+
+    assert main(["archs", "--no-counts"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["arch", "family"] and len(lines) == 1 + len(ARCHS)
+    for arch, line in zip(ARCHS, lines[1:]):
+        assert line.startswith(arch) and SPECS[arch].family in line
+        assert PRETRAINED[arch].filename in line and line.rstrip().endswith(("yes", "no"))
+    assert archs.counts("se_resnet50_vd")[0] == "16 SE"  # counted from the built network
+
+    def missing(arch, num_classes=1000, **kw):
+        raise AttributeError(f"no factory for {arch}")
+
+    monkeypatch.setattr("se_viz.engine.networks.build", missing)
+    assert archs.counts("regnety_032") == ("not available", "n/a", "n/a")
+
+
+def test_arch_choices_are_every_arch(capsys):
+    from se_viz.arch import ARCHS
+
+    for argv in (["capture", str(CAT)], ["analyze", "x", "--out", "y"],
+                 ["refit", "x", "--reduction", "8", "--out", "y"], ["weights", "fetch"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--arch", "nope"])
+        err = capsys.readouterr().err
+        assert all(a in err for a in ARCHS), argv
 
 
 def test_default_weights_use_the_cached_pretrained_file(tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 
 from se_viz import analysis as A
 from se_viz import plots as F
+from se_viz.blocks import HARD_SIGMOID, AttentionBlock
 from se_viz.plots import maps as M
 from se_viz.plots import predictions as P
 from se_viz.plots import reduction as R
@@ -24,6 +25,17 @@ def real_gates(seed=0, n=None):
     rng = np.random.default_rng(seed)
     shape = (lambda c: (c,)) if n is None else (lambda c: (n, c))
     return {b: rng.random(shape(c)).astype(np.float32) for b, c in zip(BLOCKS, CHANNELS)}
+
+
+def described(gates, stages=None):
+    """AttentionBlocks for the blocks of ``gates`` (stage = the name's middle number unless
+    ``stages`` gives them), as a network describes its own."""
+    out = []
+    for i, (name, g) in enumerate(gates.items()):
+        stage = stages[i] if stages else int(name.split("_")[1])
+        out.append(AttentionBlock(name, f"layer{stage}.{i}.se", f"layer{stage}.{i}", stage,
+                                  i + 1, int(np.shape(g)[-1]), 4))
+    return tuple(out)
 
 
 def small_gates(seed=0):
@@ -45,15 +57,15 @@ def _stacked(fig) -> np.ndarray:
 
 def test_gate_heatmap_one_row_trace_per_block_on_one_fixed_scale():
     gates = small_gates()
-    fig = F.gate_heatmap(gates)
+    fig = F.gate_heatmap(gates, blocks=described(gates))
     assert len(fig.data) == 3 and all(isinstance(t, go.Heatmap) for t in fig.data)
     assert [t.z.shape for t in fig.data] == [(1, 4), (1, 4), (1, 6)]
     for b, (t, name) in enumerate(zip(fig.data, gates)):
         assert t.z.dtype == np.float32 and not np.isnan(t.z).any()
         assert (t.y0, t.dy, t.x0, t.dx, t.name) == (b, 1, 0, 1, name)
         assert t.coloraxis == "coloraxis" and t.hoverongaps is False
-        for token in (f"block {name}<", "channel %{x}", "gate %{z"):
-            assert token in t.hovertemplate
+        for token in (f"block {name} (layer", ".se, stage ", "channel %{x}", "gate %{z"):
+            assert token in t.hovertemplate  # the block, its module path and its stage
     axis = fig.layout.coloraxis  # one colour bar, fixed 0-1
     assert (axis.cmin, axis.cmax) == (0.0, 1.0)
     assert axis.colorscale == go.Heatmap(colorscale="Viridis").colorscale
@@ -65,6 +77,11 @@ def test_gate_heatmap_one_row_trace_per_block_on_one_fixed_scale():
     assert fig.layout.yaxis.autorange == "reversed"  # SE_2_1 on top
     # one separator between stage 2 and stage 3, between rows 1 and 2
     assert [s.y0 for s in fig.layout.shapes] == [1.5]
+    # stages are the blocks' own, not read from the names; none without a description
+    regrouped = F.gate_heatmap(gates, blocks=described(gates, stages=[1, 2, 2]))
+    assert [s.y0 for s in regrouped.layout.shapes] == [0.5]
+    plain = F.gate_heatmap(gates)
+    assert not plain.layout.shapes and f"block {list(gates)[0]}<" in plain.data[0].hovertemplate
 
 
 def test_gate_heatmap_reordered_hover_gives_real_channel():
@@ -88,7 +105,7 @@ def test_heatmap_of_16_blocks_serialises_small(full):
     if full:  # 16 x 2048, no padding: the brief's worst case
         rng = np.random.default_rng(1)
         gates = {b: rng.random(2048).astype(np.float32) for b in BLOCKS}
-    fig = F.gate_heatmap(gates)
+    fig = F.gate_heatmap(gates, blocks=described(gates))
     shapes = [t.z.shape for t in fig.data]
     assert shapes == [(1, c) for c in ([2048] * 16 if full else CHANNELS)]
     text = fig.to_json()
@@ -257,9 +274,61 @@ def test_every_figure_serialises_and_exports_html():
     assert "<html" in html and "plotly" in html.lower()
 
 
+def test_gate_curve_of_a_hard_sigmoid_is_clipped_linear():
+    fig = F.gate_curve(HARD_SIGMOID)
+    x, y = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
+    np.testing.assert_allclose(y, np.clip(x / 6 + 0.5, 0, 1), atol=1e-6)
+    assert "hard sigmoid" in fig.layout.title.text
+
+
 def test_gate_curve_is_the_sigmoid_with_the_statistics_thresholds():
     fig = F.gate_curve()
     line = fig.data[0]
     np.testing.assert_allclose(line.y, 1 / (1 + np.exp(-np.asarray(line.x))), rtol=1e-6)
     assert line.y[0] < 0.01 and line.y[-1] > 0.99 and np.all(np.diff(line.y) > 0)
     assert sorted(s.y0 for s in fig.layout.shapes) == [A.LOW, A.HIGH]
+
+
+# ----------------------------------------------------------------- from the block's description
+
+
+def test_diagram_is_drawn_from_the_blocks_own_description():
+    from se_viz.plots.diagram import attention_steps, bottleneck_diagram
+
+    se = AttentionBlock("SE_3_2", "blocks.3.1.se", "blocks.3.1", 3, 2, 240, 10, HARD_SIGMOID,
+                        width_rule="0.25 x block input", act="relu")
+    steps = attention_steps(se)
+    assert steps[1] == "FC 240 -> 10 (0.25 x block input), relu"
+    assert steps[2].startswith("FC 10 -> 240, hard sigmoid clip(")
+    fig = bottleneck_diagram(se)
+    texts = [a.text for a in fig.layout.annotations if a.text]
+    assert "<b>" in texts[3] and "the gate s" in texts[3]  # the gate is marked
+    assert any("blocks.3.1" in t for t in texts) and "blocks.3.1.se" in fig.layout.title.text
+    eca = AttentionBlock("SE_2_1", "layer1.0.se", "layer1.0", 2, 1, 256, None, kind="eca",
+                         width_rule="kernel 5")
+    steps = attention_steps(eca)
+    assert "1-D conv across the 256 channels (kernel 5)" in steps[1]
+    assert not any(s.startswith("FC") for s in steps)
+
+
+def test_block_error_figure_groups_by_the_blocks_stages():
+    from se_viz.plots.refit import block_error_figure
+
+    row = {"rmse": 0.1, "max": 0.2, "pruned_rmse": 0.3}
+    doc = {"fits": {"8": {"blocks": {"SE_1_1": row, "SE_1_2": row, "SE_2_1": row}}}}
+    blocks = described({"SE_1_1": [0] * 4, "SE_1_2": [0] * 4, "SE_2_1": [0] * 4},
+                       stages=[1, 1, 4])
+    lines = {t.name: t for t in block_error_figure(doc, blocks).data}
+    assert [lines[n].legendgroup for n in ("SE_1_1", "SE_1_2", "SE_2_1")] == \
+        ["stage 1", "stage 1", "stage 4"]
+    assert lines["SE_1_1"].line.color == lines["SE_1_2"].line.color != lines["SE_2_1"].line.color
+    assert "SE_2_1 (layer4.2.se)" in lines["SE_2_1"].hovertemplate
+    assert block_error_figure(doc).data[0].legendgroup == "blocks"  # no description
+
+
+def test_reduction_figure_names_the_networks_stages():
+    rows = [SimpleNamespace(reduction=r, params_total=1e6, params_se=1e5, flops_total=1e9,
+                            stage_se_params=(1e4, 2e4)) for r in (4, 8)]
+    bars = [t for t in R.reduction_figure(rows, stage_labels=["stage 1", "stage 4"]).data
+            if isinstance(t, go.Bar)]
+    assert [b.name for b in bars] == ["SE params, stage 1", "SE params, stage 4"]

@@ -46,6 +46,18 @@ def test_heatmap_rows_are_the_gates(cap, index):
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
 
 
+def test_heatmap_with_the_networks_blocks_shows_paths_and_stages(cap, tiny_vd):
+    from se_viz.blocks import stages
+
+    blocks = tiny_vd.info.blocks
+    fig = plots.heatmap(cap, 0, blocks=blocks)
+    assert len(fig.layout.shapes) == len(stages(blocks)) - 1  # a line between stages
+    for trace, b in zip(fig.data, blocks):
+        assert f"block {b.name} ({b.path}, {b.stage_label})" in trace.hovertemplate
+    assert len(plots.compare(cap, 0, 1, blocks).layout.shapes) == len(stages(blocks)) - 1
+    assert not plots.heatmap(cap, 0).layout.shapes  # no description, no stage lines
+
+
 def test_heatmap_sorted_keeps_the_channel_in_hover(cap):
     fig = plots.heatmap(cap, 1, order="sorted")
     for trace in fig.data:

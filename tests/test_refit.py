@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from se_viz.analysis.refit import (FitSettings, fit_block, gate_errors, holdout_split,
-                                   se_gates, se_parameter_count)
-from se_viz.arch import block_channels, hidden_width
+from se_viz.analysis.refit import (FitSettings, fit_block, gate_errors, hidden_widths,
+                                   holdout_split, not_reducible, se_gates, se_parameter_count,
+                                   uses_ratio)
+from se_viz.arch import hidden_width
+from se_viz.blocks import HARD_SIGMOID, AttentionBlock
 from se_viz.cli import main as cli_main
 from se_viz.dataset import RunOptions
 from se_viz.dataset.refit import RefitSettings, refit
@@ -59,16 +61,24 @@ def tiny_pre(model):
     return replace(model.preprocessing, resize=32, crop=32)
 
 
+@pytest.fixture(scope="module")
+def blocks():
+    """The tiny base network's own attention blocks (TINY's network)."""
+    return make_tiny(num_classes=10).info.blocks
+
+
 # --------------------------------------------------------------------------- the fit
 
 
-def test_refit_at_the_base_r_reproduces_the_gates_on_held_out_images(ref):
+def test_refit_at_the_base_r_reproduces_the_gates_on_held_out_images(ref, blocks):
     fit = doc_of(ref)["fits"]["16"]
     assert fit["n_held_out"] == 6 and fit["n_train"] == 24
-    for block, c in block_channels(8).items():
-        row = fit["blocks"][block]
-        assert row["hidden"] == hidden_width(c, 16)
-        assert row["rmse"] < 1e-5 and row["max"] < 1e-4, (block, row)
+    assert list(fit["blocks"]) == [b.name for b in blocks]
+    for b in blocks:
+        row = fit["blocks"][b.name]
+        assert row["hidden"] == hidden_width(b.channels, 16) == b.hidden
+        assert row["objective"] == "kl"
+        assert row["rmse"] < 1e-5 and row["max"] < 1e-4, (b.name, row)
     e2e = fit["end_to_end"]
     assert e2e["top1_agreement"] == 1.0 and e2e["mean_kl"] < 1e-7
     assert max(e2e["gate_mad"].values()) < 1e-5
@@ -94,10 +104,51 @@ def test_the_optimiser_recovers_a_block_from_a_perturbed_start():
     np.testing.assert_array_equal(again.params.w1, fit.params.w1)  # deterministic
 
 
-def test_wider_r_is_never_worse_than_narrower_on_the_same_split(ref):
+def test_a_hard_sigmoid_block_is_fitted_through_its_own_gate():
+    """MobileNetV3 / LCNet gates clip(x / 6 + 0.5, 0, 1): the fit minimises the squared gate
+    error through the gate's derivative (the sigmoid's BCE would be the wrong loss), and
+    recovers a perturbed block as the sigmoid fit does."""
+    rng = np.random.default_rng(1)
+    c, h = 48, 8
+    true = SEParameters(rng.normal(0, 0.3, (c, h)), rng.normal(0, 0.1, h),
+                        rng.normal(0, 0.8, (h, c)), rng.normal(0, 0.3, c))
+    z = np.abs(rng.normal(0, 1, (600, c)))
+    s = se_gates(true, z, HARD_SIGMOID)
+    assert ((s == 0) | (s == 1)).mean() > 0.02  # some gates saturate, as in a real network
+    np.testing.assert_allclose(s, np.clip(
+        (np.maximum(z @ true.w1 + true.b1, 0) @ true.w2 + true.b2) / 6 + 0.5, 0, 1))
+    start = SEParameters(*(np.asarray(a) + rng.normal(0, 0.1, np.shape(a))
+                           for a in (true.w1, true.b1, true.w2, true.b2)))
+    fit = fit_block(start, z[:500], s[:500], h, FitSettings(steps=600, lr=1e-2),
+                    gate=HARD_SIGMOID)
+    assert fit.objective == "mse" and fit.loss < fit.start_loss
+    before = gate_errors(start, z[500:], s[500:], HARD_SIGMOID)
+    after = gate_errors(fit.params, z[500:], s[500:], HARD_SIGMOID)
+    assert after["rmse"] < 0.3 * before["rmse"], (before, after)
+    sigmoid_fit = fit_block(start, z[:500], s[:500], h, FitSettings(steps=600, lr=1e-2))
+    assert after["rmse"] < gate_errors(sigmoid_fit.params, z[500:], s[500:],
+                                       HARD_SIGMOID)["rmse"]
+
+
+def test_widths_come_from_the_blocks_and_eca_blocks_have_no_r():
+    se = AttentionBlock("SE_2_1", "s1.b0.se", "s1.b0", 2, 1, 96, 24, width_rule="0.25 x in")
+    eca = AttentionBlock("SE_2_2", "s1.b1.se", "s1.b1", 2, 2, 256, None, kind="eca",
+                         width_rule="kernel 5")
+    blocks = (se, eca)
+    assert hidden_widths(blocks) == {"SE_2_1": 24}  # its own width at its native r
+    assert hidden_widths(blocks, 16) == {"SE_2_1": 6}  # int(C / r)
+    assert se_parameter_count(blocks, 16) == 2 * 96 * 6 + 6 + 96
+    assert se_parameter_count(blocks) == 2 * 96 * 24 + 24 + 96
+    assert list(not_reducible(blocks)) == ["SE_2_2"]
+    assert "r does not apply" in not_reducible(blocks)["SE_2_2"]
+    assert uses_ratio(blocks, 4) and not uses_ratio(blocks, 16)
+    assert not uses_ratio((eca,), 16)  # nothing to reduce
+
+
+def test_wider_r_is_never_worse_than_narrower_on_the_same_split(ref, blocks):
     fits = doc_of(ref)["fits"]
     for wide, narrow in zip(RATIOS, RATIOS[1:]):
-        for block in block_channels(8):
+        for block in (b.name for b in blocks):
             a, b = fits[str(wide)]["blocks"][block], fits[str(narrow)]["blocks"][block]
             assert a["rmse"] <= b["rmse"] + 1e-3, (wide, narrow, block, a, b)
         assert fits[str(wide)]["end_to_end"]["mean_kl"] <= \
@@ -107,7 +158,7 @@ def test_wider_r_is_never_worse_than_narrower_on_the_same_split(ref):
         assert np.mean([x["rmse"] for x in rows]) < np.mean([x["pruned_rmse"] for x in rows])
         assert all(x["kl"] <= x["start_kl"] for x in rows)
     assert [fits[str(r)]["se_params"] for r in RATIOS] == \
-        [se_parameter_count(8, r) for r in RATIOS]
+        [se_parameter_count(blocks, r) for r in RATIOS]
 
 
 def test_refit_json_equals_an_independent_recomputation_from_the_written_files(ref, folder):
@@ -148,9 +199,7 @@ def test_refit_json_equals_an_independent_recomputation_from_the_written_files(r
 
 
 def _se_paths() -> list[str]:
-    from se_viz.engine.se_weights import SE_PATHS
-
-    return list(SE_PATHS.values())
+    return [b.path for b in make_tiny(num_classes=10).info.blocks]
 
 
 # --------------------------------------------------------------------------- SE-only files

@@ -104,8 +104,12 @@ def test_refit_view_draws_in_the_browser(server, app_refit):  # noqa: F811
         page.get_by_text("base r = 16").first.wait_for(timeout=90_000)
         page.wait_for_timeout(1500)  # let plotly draw what just arrived
         main = page.locator('[data-testid="stMain"]').inner_text()
+        from se_viz.blocks import pick
+        from se_viz.engine.build import build_model
+
+        shown = pick(build_model("se_resnet50_vd", None, width=8).info.blocks)  # the default
         for text in ("Refit at other r", "Gate error per block against r",
-                     "r = 8", "r = 32", "SE_4_6: gates, channels by base gate"):
+                     "r = 8", "r = 32", f"{shown}: gates, channels by base gate"):
             assert text in main or page.get_by_text(text).count(), text
         assert _plots_drawn(page) >= 4  # costs, errors, agreement, the image's gates
         assert page.locator('[data-testid="stException"]').count() == 0

@@ -9,7 +9,7 @@ format                 () str        ``"se_viz.dataset_stats/1"``
 meta                   () str        JSON: arch, weights, weights_sha256, untrained, ...
 classes                (K,) str      class names (ImageFolder sub-folder names, sorted)
 counts                 (K,) int64    images used per class (skipped files not counted)
-blocks                 (B,) str      block names in forward order (``SE_2_1`` ... ``SE_5_3``)
+blocks                 (B,) str      block names in forward order (the network's own)
 all_counts             () int64      images used in total
 {block}_mean           (K, C) f64    per-class mean gate per channel (NaN row if count 0)
 {block}_std            (K, C) f64    per-class standard deviation, population (ddof=0)

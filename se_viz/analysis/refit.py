@@ -1,12 +1,15 @@
 """Refitting SE blocks at another reduction ratio r (numpy only): `se-viz refit`'s maths.
 
-A block's SE MLP maps the squeeze vector z (C,) to the gates s = sigmoid(W2 relu(W1 z + b1)
-+ b2) (C,) in [0, 1]. Given the pairs (z, s) a trained network produces, `fit_block` fits
-an MLP of hidden width h = int(C / r) that reproduces s from z:
+A block's SE MLP maps the squeeze vector z (C,) to the gates s = gate(W2 act(W1 z + b1) +
+b2) (C,) in [0, 1] (`se_viz.analysis.excitation`; the gate and act are the block's own:
+`se_viz.blocks.AttentionBlock`). Given the pairs (z, s) a trained network produces,
+`fit_block` fits an MLP of hidden width h = int(C / r) that reproduces s from z:
 
-* loss: binary cross-entropy with the soft targets s, averaged over images and channels,
-  reported as the KL divergence (the BCE minus the targets' own entropy: 0 at a perfect
-  fit); it suits gates in [0, 1] and its gradient on the pre-sigmoid value is (s_hat - s);
+* loss, by gate: for a sigmoid gate the binary cross-entropy with the soft targets s,
+  averaged over images and channels, reported as the KL divergence (the BCE minus the
+  targets' own entropy: 0 at a perfect fit; its gradient on the gate's input is s_hat - s);
+  for any other gate (hard sigmoid, whose saturated ends make the BCE and its sigmoid
+  gradient wrong) the mean squared gate error, its gradient through ``gate.derivative``;
 * initialised from the base block: for a narrower bottleneck the h most important hidden
   units (`se_viz.analysis.reduction.hidden_unit_importance` on the training z), in their
   original order; for a wider one every base unit plus fresh ones whose outgoing weights
@@ -15,20 +18,24 @@ an MLP of hidden width h = int(C / r) that reproduces s from z:
   of steps, keeping the iterate with the lowest training loss (never worse than the start).
   Deterministic: the only randomness is the fresh units' seeded initialisation.
 
-Evaluation figures: `gate_errors` (a block given the base network's own input) and
-`end_to_end` (every block replaced, against the base network's predictions and gates).
+Only SE blocks with a bottleneck have an r (`AttentionBlock.reducible`); ECA blocks have no
+hidden layer and are left out (`not_reducible` says why). Evaluation figures:
+`gate_errors` (a block given the base network's own input) and `end_to_end` (every block
+replaced, against the base network's predictions and gates).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..arch import block_channels, hidden_width
-from ..maths import kl_divergence, sigmoid
+from ..arch import hidden_width
+from ..blocks import SIGMOID, AttentionBlock, Gate
+from ..maths import kl_divergence
 from ..results import SEParameters
+from .excitation import activation, f64, mlp, se_forward
 from .reduction import hidden_unit_importance
 
 WARMUP = 25  # steps of linear learning-rate warm-up (Adam's first steps are large)
@@ -46,24 +53,31 @@ class FitSettings:
 
 @dataclass(frozen=True)
 class BlockFit:
-    """One fitted block: params float32 (Linear form), training KL at the start and at the
-    kept iterate, and the number of Adam steps run."""
+    """One fitted block: params float32 (Linear form), the training loss at the start and at
+    the kept iterate, the number of Adam steps run, and which loss: "kl" (sigmoid gates) or
+    "mse" (mean squared gate error, any other gate)."""
 
     params: SEParameters
-    start_kl: float
-    kl: float
+    start_loss: float
+    loss: float
     steps: int
+    objective: str = "kl"
+
+    @property
+    def start_kl(self) -> float:
+        """The start's training loss (the KL for sigmoid gates; see ``objective``)."""
+        return self.start_loss
+
+    @property
+    def kl(self) -> float:
+        """The kept iterate's training loss (the KL for sigmoid gates; see ``objective``)."""
+        return self.loss
 
 
-def _f64(p: SEParameters) -> list[np.ndarray]:
-    return [np.asarray(x, dtype=np.float64) for x in (p.w1, p.b1, p.w2, p.b2)]
-
-
-def se_gates(p: SEParameters, squeeze: np.ndarray) -> np.ndarray:
+def se_gates(p: SEParameters, squeeze: np.ndarray, gate: Gate = SIGMOID, act: str = "relu"
+             ) -> np.ndarray:
     """(N, C) float64 gates of the SE MLP ``p`` for squeeze values (N, C)."""
-    w1, b1, w2, b2 = _f64(p)
-    z = np.asarray(squeeze, dtype=np.float64)
-    return sigmoid(np.maximum(z @ w1 + b1, 0.0) @ w2 + b2)
+    return se_forward(p, squeeze, gate, act)
 
 
 def _entropy(s: np.ndarray) -> float:
@@ -75,7 +89,7 @@ def _entropy(s: np.ndarray) -> float:
 
 
 def init_params(base: SEParameters, hidden: int, squeeze: np.ndarray, seed: int = 0,
-                block: int = 0) -> SEParameters:
+                block: int = 0, act: str = "relu") -> SEParameters:
     """Start of a fit at ``hidden`` units from the ``base`` block (float64).
 
     hidden <= base width: the ``hidden`` most important base units on ``squeeze`` (N, C)
@@ -83,12 +97,12 @@ def init_params(base: SEParameters, hidden: int, squeeze: np.ndarray, seed: int 
     unit, then fresh units with W1 and b1 drawn uniform(+-1/sqrt(C)) from
     ``default_rng([seed, block, hidden])`` and zero outgoing weights W2.
     """
-    w1, b1, w2, b2 = _f64(base)
+    w1, b1, w2, b2 = f64(base)
     channels, h0 = w1.shape
     if hidden < 1:
         raise ValueError(f"hidden width must be >= 1, got {hidden}")
     if hidden <= h0:
-        order = np.argsort(-hidden_unit_importance(base, squeeze), kind="stable")[:hidden]
+        order = np.argsort(-hidden_unit_importance(base, squeeze, act), kind="stable")[:hidden]
         keep = np.sort(order)
         return SEParameters(w1[:, keep].copy(), b1[keep].copy(), w2[keep].copy(), b2.copy())
     rng = np.random.default_rng([int(seed), int(block), int(hidden)])
@@ -99,34 +113,47 @@ def init_params(base: SEParameters, hidden: int, squeeze: np.ndarray, seed: int 
                         np.concatenate([w2, np.zeros((extra, channels))], 0), b2.copy())
 
 
-def _loss_and_grads(theta: list[np.ndarray], z: np.ndarray, s: np.ndarray, ent: float
-                    ) -> tuple[float, list[np.ndarray]]:
-    """Training KL (mean over N and C) and its gradients for theta = [w1, b1, w2, b2].
+def _kl_loss(x: np.ndarray, s: np.ndarray, ent: float, gate: Gate
+             ) -> tuple[float, np.ndarray]:
+    """Sigmoid gates: the mean KL and its gradient on the gate's input x.
 
     The BCE of logits x with soft targets s is softplus(x) - s x, its gradient
     sigmoid(x) - s; both come from one exp(-|x|) (the elementwise work, not the matrix
     products, dominates a step), in place where it can."""
-    w1, b1, w2, b2 = theta
-    a = z @ w1
-    a += b1
-    h = np.maximum(a, 0.0)
-    x = h @ w2
-    x += b2
     e = np.exp(-np.abs(x))
     loss = (np.maximum(x, 0.0).sum() + np.log1p(e).sum() - np.vdot(s, x)) / s.size - ent
     gl = np.where(x >= 0, 1.0, e)
     gl /= 1.0 + e  # sigmoid(x), without overflow
     gl -= s
     gl /= s.size
-    gh = gl @ w2.T
-    gh *= a > 0
-    return float(loss), [z.T @ gh, gh.sum(0), h.T @ gl, gl.sum(0)]
+    return float(loss), gl
+
+
+def _mse_loss(x: np.ndarray, s: np.ndarray, ent: float, gate: Gate
+              ) -> tuple[float, np.ndarray]:
+    """Any gate: the mean squared gate error and its gradient on x (through gate')."""
+    d = gate(x) - s
+    return float(np.vdot(d, d)) / s.size, (2.0 / s.size) * d * gate.derivative(x)
+
+
+def _loss_and_grads(theta: list[np.ndarray], z: np.ndarray, s: np.ndarray, ent: float,
+                    gate: Gate = SIGMOID, act: str = "relu"
+                    ) -> tuple[float, list[np.ndarray]]:
+    """Training loss (mean over N and C; module docstring) and its gradients for
+    theta = [w1, b1, w2, b2]."""
+    a, h, x = mlp(theta, z, act)
+    loss, gl = (_kl_loss if gate.kind == "sigmoid" else _mse_loss)(x, s, ent, gate)
+    gh = gl @ theta[2].T
+    gh *= activation(act)[1](a)
+    return loss, [z.T @ gh, gh.sum(0), h.T @ gl, gl.sum(0)]
 
 
 def fit_block(base: SEParameters, squeeze: np.ndarray, gates: np.ndarray, hidden: int,
-              settings: FitSettings = FitSettings(), block: int = 0) -> BlockFit:
+              settings: FitSettings = FitSettings(), block: int = 0, *, gate: Gate = SIGMOID,
+              act: str = "relu") -> BlockFit:
     """Fit an SE MLP of ``hidden`` units to reproduce ``gates`` (N, C) from ``squeeze``
-    (N, C), starting from `init_params` (module docstring for the method)."""
+    (N, C), starting from `init_params` (module docstring for the method). ``gate`` and
+    ``act``: the block's own (``AttentionBlock.gate``, ``.act``)."""
     z = np.asarray(squeeze, dtype=np.float64)
     s = np.asarray(gates, dtype=np.float64)
     if z.ndim != 2 or z.shape != s.shape or z.shape[1] != np.shape(base.w1)[0]:
@@ -134,13 +161,13 @@ def fit_block(base: SEParameters, squeeze: np.ndarray, gates: np.ndarray, hidden
                          f"got {z.shape} and {s.shape}")
     if z.shape[0] == 0:
         raise ValueError("no training images to fit on")
-    p0 = init_params(base, hidden, z, settings.seed, block)
+    p0 = init_params(base, hidden, z, settings.seed, block, act)
     theta = [p0.w1, p0.b1, p0.w2, p0.b2]
-    ent = _entropy(s)
+    ent = _entropy(s) if gate.kind == "sigmoid" else 0.0
     m = [np.zeros_like(t) for t in theta]
     v = [np.zeros_like(t) for t in theta]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    start, grads = _loss_and_grads(theta, z, s, ent)
+    start, grads = _loss_and_grads(theta, z, s, ent, gate, act)
     best, best_theta, steps = start, [t.copy() for t in theta], 0
     while steps < settings.steps and start > EXACT_KL:
         lr = settings.lr * min(1.0, (steps + 1) / WARMUP) * 0.5 * (
@@ -152,17 +179,20 @@ def fit_block(base: SEParameters, squeeze: np.ndarray, gates: np.ndarray, hidden
             vi *= beta2
             vi += (1 - beta2) * g * g
             t -= lr * (mi / (1 - beta1 ** steps)) / (np.sqrt(vi / (1 - beta2 ** steps)) + eps)
-        loss, grads = _loss_and_grads(theta, z, s, ent)
+        loss, grads = _loss_and_grads(theta, z, s, ent, gate, act)
         if loss < best:
             best, best_theta = loss, [t.copy() for t in theta]
     params = SEParameters(*(t.astype(np.float32) for t in best_theta))
-    return BlockFit(params, float(start), float(best), steps)
+    return BlockFit(params, float(start), float(best), steps,
+                    "kl" if gate.kind == "sigmoid" else "mse")
 
 
-def gate_errors(p: SEParameters, squeeze: np.ndarray, gates: np.ndarray) -> dict[str, float]:
+def gate_errors(p: SEParameters, squeeze: np.ndarray, gates: np.ndarray,
+                gate: Gate = SIGMOID, act: str = "relu") -> dict[str, float]:
     """{"rmse", "max"}: root-mean-square and largest |s_hat - s| over (N, C), when the block
-    ``p`` gets the base network's squeeze values and should give its gates."""
-    d = se_gates(p, squeeze) - np.asarray(gates, dtype=np.float64)
+    ``p`` (with its ``gate`` and ``act``) gets the base network's squeeze values and should
+    give its gates."""
+    d = se_gates(p, squeeze, gate, act) - np.asarray(gates, dtype=np.float64)
     return {"rmse": float(np.sqrt(np.mean(d * d))), "max": float(np.abs(d).max())}
 
 
@@ -195,18 +225,37 @@ def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
     return np.sort(perm[held:]).astype(np.int64), np.sort(perm[:held]).astype(np.int64)
 
 
-def se_parameter_count(width: int, reduction: float) -> int:
-    """Parameters of all 16 SE blocks at ratio r: per block 2 C h + h + C."""
-    total = 0
-    for c in block_channels(width).values():
-        h = hidden_width(c, reduction)
-        total += 2 * c * h + h + c
-    return total
+def not_reducible(blocks: Sequence[AttentionBlock]) -> dict[str, str]:
+    """Block name -> why no reduction ratio applies to it (ECA: no bottleneck); the blocks
+    a refit leaves out."""
+    return {b.name: (f"{b.kind.upper()} block ({b.width_rule or 'no hidden layer'}): no "
+                     "bottleneck, so r does not apply") for b in blocks if not b.reducible}
 
 
-def hidden_widths(width: int, reduction: float) -> dict[str, int]:
-    """Block -> hidden width int(C / r) (at least 1)."""
-    return {b: hidden_width(c, reduction) for b, c in block_channels(width).items()}
+def hidden_widths(blocks: Sequence[AttentionBlock], reduction: float | None = None
+                  ) -> dict[str, int]:
+    """Block name -> hidden width of every reducible block: int(C / r) (at least 1) for a
+    given r, the block's own width (its native r) for None. ECA blocks are left out
+    (`not_reducible`)."""
+    return {b.name: b.hidden if reduction is None else hidden_width(b.channels, reduction)
+            for b in blocks if b.reducible}
+
+
+def uses_ratio(blocks: Sequence[AttentionBlock], reduction: float) -> bool:
+    """Whether the network's SE widths follow one ratio: every reducible block's hidden
+    width is int(C / r) (SE-ResNets; not the widths EfficientNet or RegNet derive from a
+    block's input), so a network "at another r" means the same rule with another r."""
+    return bool(hidden_widths(blocks)) and hidden_widths(blocks) == hidden_widths(blocks,
+                                                                                  reduction)
+
+
+def se_parameter_count(blocks: Sequence[AttentionBlock], reduction: float | None = None
+                       ) -> int:
+    """Parameters of the reducible SE blocks at ratio r (their own widths for None): per
+    block 2 C h + h + C."""
+    chans = {b.name: b.channels for b in blocks}
+    return int(sum(2 * chans[n] * h + h + chans[n]
+                   for n, h in hidden_widths(blocks, reduction).items()))
 
 
 def summary_rows(fits: Mapping[str, Mapping]) -> list[dict]:

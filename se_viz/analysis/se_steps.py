@@ -1,8 +1,9 @@
-"""One SE block step by step, in numpy: squeeze, FC1 + ReLU, FC2 + sigmoid, reweight.
+"""One SE block step by step, in numpy: squeeze, FC1 + act, FC2 + gate, reweight.
 
-``steps(params, squeeze, gates)`` recomputes the block from its squeeze values with the
-block's own weights (float64) and keeps the network's gates beside the recomputation, so
-a view can show every intermediate value and prove it is the block's.
+``steps(params, squeeze, gates, gate, act)`` recomputes the block from its squeeze values
+with the block's own weights, gate and activation (float64; `se_viz.analysis.excitation`)
+and keeps the network's gates beside the recomputation, so a view can show every
+intermediate value and prove it is the block's.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..maths import sigmoid
+from ..blocks import SIGMOID, Gate
 from ..results import SEParameters
+from .excitation import excitation
 from .stats import top_channels
 
 
@@ -20,8 +22,9 @@ from .stats import top_channels
 class SESteps:
     """One image through one SE block, C channels and h hidden units.
 
-    squeeze z (C,): GAP of the block input U; hidden (h,): relu(z @ w1 + b1); logits (C,):
-    hidden @ w2 + b2; gates (C,): the network's gates s; recomputed (C,): sigmoid(logits).
+    squeeze z (C,): GAP of the block input U; hidden (h,): act(z @ w1 + b1); logits (C,):
+    hidden @ w2 + b2 (the gate's input); gates (C,): the network's gates s; recomputed (C,):
+    gate(logits).
     """
 
     squeeze: np.ndarray
@@ -36,7 +39,7 @@ class SESteps:
 
     @property
     def zero_hidden(self) -> int:
-        """Hidden units that the ReLU switched off for this image."""
+        """Hidden units at or below 0 after the activation (a ReLU switched them off)."""
         return int((self.hidden <= 0).sum())
 
     @property
@@ -49,18 +52,17 @@ class SESteps:
         return top_channels(self.gates, k), top_channels(self.gates, k, largest=False)
 
 
-def steps(params: SEParameters, squeeze: np.ndarray, gates: np.ndarray) -> SESteps:
-    """The SE block's steps for one image: squeeze (C,) and the network's gates (C,)."""
+def steps(params: SEParameters, squeeze: np.ndarray, gates: np.ndarray, gate: Gate = SIGMOID,
+          act: str = "relu") -> SESteps:
+    """The SE block's steps for one image: squeeze (C,) and the network's gates (C,);
+    ``gate`` and ``act`` are the block's own (``AttentionBlock.gate``, ``.act``)."""
     z = np.asarray(squeeze, np.float64).reshape(-1)
     s = np.asarray(gates, np.float64).reshape(-1)
     if z.shape != (params.channels,) or s.shape != z.shape:
         raise ValueError(f"squeeze {z.shape} and gates {s.shape} must both be "
                          f"({params.channels},) for this block")
-    w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in (params.w1, params.b1, params.w2,
-                                                           params.b2))
-    hidden = np.maximum(z @ w1 + b1, 0.0)
-    logits = hidden @ w2 + b2
-    return SESteps(z, hidden, logits, s, sigmoid(logits))
+    e = excitation(params, z, gate, act)
+    return SESteps(z, e.hidden[0], e.pre[0], s, e.gates[0])
 
 
 def published_gate_spread(gate_maps: np.ndarray) -> np.ndarray:

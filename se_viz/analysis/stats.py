@@ -1,8 +1,9 @@
 """Statistics and comparisons on captured SE gates: pure numpy, no paddle.
 
-Per-image gates are ``Mapping[str, (C,)]`` in forward order (``SE_2_1`` ... ``SE_5_3``);
-gates over several images are ``Mapping[str, (N, C)]``. Every function returns plain numpy
-values, so results can be cached, tested and plotted without a model.
+Per-image gates are ``Mapping[str, (C,)]`` in forward order (the network's
+`model.info.blocks`); gates over several images are ``Mapping[str, (N, C)]``. Every
+function returns plain numpy values, so results can be cached, tested and plotted without
+a model.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import streamlit as st
 
 from .. import images, labels
 from ..analysis import top_channels, topk_change
+from ..blocks import by_name, pick
 from ..errors import SEVizError
 from ..plots.predictions import topk_compare
 from ..runs import wait_text
@@ -82,9 +83,26 @@ def chart(fig: Any, key: str, height: int | str = "content") -> None:
     st.plotly_chart(fig, width="stretch", height=height, key=f"fig_{key}")
 
 
-def top_table(probs: np.ndarray, num_classes: int, k: int = 5) -> dict[str, list]:
+def block_ui(where: Any, label: str, blocks: Any, key: str, se_only: bool = False) -> str:
+    """A selectbox of the network's attention blocks (``model.info.blocks``; with
+    ``se_only`` only those with a bottleneck), `se_viz.blocks.pick`'s block first shown;
+    each option shows its module path. ``where``: st or a column."""
+    chosen = [b for b in blocks if b.reducible or not se_only]
+    options = [b.name for b in chosen]
+    about = by_name(chosen)
+    return where.selectbox(label, options, index=options.index(pick(chosen)), key=key,
+                           format_func=lambda n: f"{n} ({about[n].path})")
+
+
+def class_name(model: Any, index: int) -> str:
+    """Name of class ``index``: the network's own class names, else ImageNet-1k's for a
+    1000-class head, else "class i"."""
+    return labels.label_for(int(index), model.info.num_classes, model.info.class_names)
+
+
+def top_table(probs: np.ndarray, model: Any, k: int = 5) -> dict[str, list]:
     idx = top_channels(probs, k)
-    return {"class": [labels.label_for(i, num_classes) for i in idx],
+    return {"class": [class_name(model, i) for i in idx],
             "probability": [f"{probs[i]:.1%}" for i in idx]}
 
 
@@ -117,7 +135,7 @@ def render_topk_change(before: np.ndarray, after: np.ndarray, model: Any, key: s
     change = topk_change(before, after, 5)
 
     def name(idx: np.ndarray) -> list[str]:
-        return [labels.label_for(i, model.info.num_classes) for i in idx]
+        return [class_name(model, i) for i in idx]
 
     fig = shared_figure("topk", cache_key, lambda: topk_compare(
         name(change["before_idx"]), change["before_prob"],

@@ -22,14 +22,14 @@ from ..runs import Photo
 from . import sidebar
 from .common import chart, freeze_startup_heap, guard, log, queue_notice, server_log
 from .refit import refit_ui
-from .state import (FULL_WIDTH, Loaded, Page, env_int, keep_paddle_eager, results,
-                    shared_figure, warm_imports)
+from .state import (Loaded, Page, env_int, keep_paddle_eager, results, shared_figure,
+                    warm_imports)
 from .views import LABELS, VIEWS
 
-TITLE = "SE gates of SE-ResNet-50"
+TITLE = "SE gates: what channel attention attends to"
 
 
-def sidebar_ui(width: int) -> tuple[list[Photo], object, object, object]:
+def sidebar_ui(width: int | None) -> tuple[list[Photo], object, object, object]:
     """Photos, the model (with its status), the dataset statistics and the refit folder
     chosen in the sidebar."""
     with st.sidebar:
@@ -58,27 +58,33 @@ def analyse_all(photos: list[Photo], model) -> Loaded:
     return Loaded(tuple(kept), tuple(done))
 
 
-def render_welcome() -> None:
+def render_welcome(model) -> None:
+    blocks = model.info.blocks
+    first, last = blocks[0], blocks[-1]
+    gate = first.gate
     st.info("Drop one or more photos into the sidebar, or pick a sample photo, to see the "
-            "gates of all 16 SE blocks.")
+            f"gates of all {len(blocks)} attention blocks of `{model.info.arch}`.")
     st.markdown(
         "Every SE block squeezes each channel to its mean, passes the vector through a small "
-        "bottleneck (C -> C/r -> C) and a sigmoid, and multiplies each channel by the result: "
-        "the **gate**, between 0 (channel switched off) and 1 (kept). Blocks are named as in "
-        "the paper: SE_2_1 (first block of stage 2) to SE_5_3.")
+        f"bottleneck (C -> h -> C) and a {gate.label}, and multiplies each channel by the "
+        "result: the **gate**, between 0 (channel switched off) and 1 (kept); an ECA block "
+        "replaces the bottleneck by a 1-D convolution across channels. Blocks are named "
+        f"SE_stage_block, stages as the network counts them: {first.name} (first block of "
+        f"{first.stage_label}) to {last.name}.")
     # Also loads the browser's Plotly bundle now, not when the first photo's heatmap arrives.
-    chart(shared_figure("gate_curve", (), gate_curve), "gate_curve", height=320)
+    chart(shared_figure("gate_curve", (gate.kind, gate.slope, gate.offset),
+                        lambda: gate_curve(gate)), "gate_curve", height=320)
 
 
 def app() -> None:
-    width = env_int("SE_VIZ_WIDTH", FULL_WIDTH, "64 (SE-ResNet-50) or 8 (fast demo)")
+    width = env_int("SE_VIZ_WIDTH", None, "8 (a fast narrow demo model; unset: full size)")
     photos, model, baseline, refit = sidebar_ui(width)
     freeze_startup_heap()  # after the first model is built
     if model.info.untrained:
         st.warning("**Untrained weights: the attention shown means nothing.** Download the "
                    "pretrained file or choose a weights file in the sidebar.")
     if not photos:
-        render_welcome()
+        render_welcome(model)
         return
     loaded = analyse_all(photos, model)
     if not loaded.results:

@@ -6,7 +6,7 @@ choices into the shared model (built once per process per weights source).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,12 @@ import streamlit as st
 
 from .. import images
 from ..analysis.dataset_stats import DatasetStats
-from ..arch import ARCHS, SE_IMPLS
+from ..arch import ARCHS, FAMILIES, SE_IMPLS, SPECS
+from ..blocks import stages
 from ..errors import SEVizError, WeightsError
 from ..runs import Photo
 from .common import GENERIC_ERROR, digest_of, log, unique
-from .state import (FULL_WIDTH, MAX_IMAGES, load_baseline, sample_bytes, sample_names)
+from .state import MAX_IMAGES, load_baseline, sample_bytes, sample_names
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 RATIOS = (1, 2, 4, 8, 16, 32, 64)
@@ -40,11 +41,14 @@ class WeightsChoice:
 
 @dataclass(frozen=True)
 class NetworkChoice:
+    """``reduction``: None for the weights' own r; ``width``: None for the network at its
+    published size, else a narrow demo width (both SE-ResNet-50 options)."""
+
     arch: str
     weights: WeightsChoice
-    reduction: float
+    reduction: float | None
     se_impl: str
-    width: int
+    width: int | None
 
 
 # ----------------------------------------------------------------------------- widgets
@@ -88,15 +92,31 @@ def weights_ui() -> WeightsChoice:
     return WeightsChoice()
 
 
-def network_ui(width: int) -> NetworkChoice:
-    arch = st.selectbox("Architecture", ARCHS, key="arch",
-                        help="se_resnet50_vd: PaddleClas (deep stem, avg-pool shortcut); "
-                             "se_resnet50: the paper's / timm's layout.")
+def arch_label(arch: str) -> str:
+    """An architecture in the picker: name, title, top-1 and whether its pretrained file is
+    in the cache."""
+    from ..engine import download
+
+    spec = SPECS[arch]
+    cached = "cached" if download.cached_path(arch) is not None else "not downloaded"
+    return f"{arch} · {spec.title} · top-1 {spec.top1:.2f}% · {cached}"
+
+
+def network_ui(width: int | None) -> NetworkChoice:
+    family = st.selectbox("Family", FAMILIES, key="family",
+                          help="Networks with channel attention, grouped by family.")
+    arch = st.selectbox("Architecture", [a for a in ARCHS if SPECS[a].family == family],
+                        key="arch", format_func=arch_label,
+                        help="'cached': its pretrained file is downloaded and used "
+                             "automatically; 'not downloaded': the button below fetches it.")
     weights = weights_ui()
     with st.expander("Advanced"):
-        reduction = st.selectbox("Reduction ratio r of the weights", RATIOS,
-                                 index=RATIOS.index(16), key="reduction",
-                                 help="Pretrained SE-ResNet-50 files use r = 16.")
+        reduction = st.selectbox("Reduction ratio r of the weights", (None, *RATIOS),
+                                 key="reduction", format_func=lambda r: (
+                                     "the network's own" if r is None else str(r)),
+                                 help="For networks whose SE width is int(C / r): the r the "
+                                      "weights were trained with. Other networks keep their "
+                                      "own widths; ECA blocks have no r.")
         se_impl = st.radio("SE implementation", SE_IMPLS, horizontal=True, key="se_impl",
                            help="The SE block's two fully connected layers as nn.Linear "
                                 "(PaddleClas) or 1x1 nn.Conv2D (timm): the same numbers.")
@@ -126,9 +146,10 @@ def baseline_ui() -> DatasetStats | None:
 
 # ----------------------------------------------------------------------------- the model
 @st.cache_resource(max_entries=4, show_spinner="Building the model and its fast graph ...")
-def load_model(arch: str, source: tuple, width: int, reduction: float, se_impl: str = "linear",
-               _data: bytes | None = None) -> Any:
+def load_model(arch: str, source: tuple, width: int | None, reduction: float | None,
+               se_impl: str = "linear", _data: bytes | None = None) -> Any:
     """The shared model for one weights source; built once per process (runs lock it).
+    ``width`` and ``reduction`` None: the network's own.
 
     source: ("untrained",) | ("pretrained", path, fingerprint) | ("path", path, fingerprint)
     | ("upload", sha256, name) with the bytes in ``_data`` (read as safetensors only). The
@@ -138,17 +159,18 @@ def load_model(arch: str, source: tuple, width: int, reduction: float, se_impl: 
     from ..engine.capture import prepare
 
     kind = source[0]
+    size = {} if width is None else {"width": width}
     if kind == "upload":
-        model = model_from_bytes(arch, _data, source[2], reduction=reduction, width=width,
-                                 se_impl=se_impl)
+        model = model_from_bytes(arch, _data, source[2], reduction=reduction, se_impl=se_impl,
+                                 **size)
     else:
         model = build_model(arch, source[1] if kind in ("pretrained", "path") else None,
-                            reduction, width=width, se_impl=se_impl)
+                            reduction, se_impl=se_impl, **size)
     prepare(model)  # the fast graph (with feature maps), so the first upload is quick
     return model
 
 
-def model_source(choice: WeightsChoice, arch: str, width: int) -> tuple:
+def model_source(choice: WeightsChoice, arch: str, width: int | None) -> tuple:
     """load_model's ``source`` for the choice; a file's (size, mtime_ns) is part of it."""
     from ..engine import download
     from ..engine.build import file_fingerprint
@@ -162,7 +184,7 @@ def model_source(choice: WeightsChoice, arch: str, width: int) -> tuple:
                                "or .safetensors weights file.")
         return ("path", str(path), file_fingerprint(path))
     cached = download.cached_path(arch)
-    if cached is not None and width == FULL_WIDTH:
+    if cached is not None and width is None:
         return ("pretrained", str(cached), file_fingerprint(cached))
     return ("untrained",)
 
@@ -191,8 +213,10 @@ def checked_file_model(model: Any, args: tuple) -> Any:
 
 
 def get_model(choice: NetworkChoice) -> Any:
-    """The model for the user's choice; on a weights error, say why and fall back to untrained."""
+    """The model for the user's choice; on a weights error, say why and fall back to
+    untrained; an r or width the network does not take is said and left out."""
     args = (choice.arch, ("untrained",), choice.width, choice.reduction, choice.se_impl)
+    sized = choice.width is not None or choice.reduction is not None
     try:
         source = model_source(choice.weights, choice.arch, choice.width)
         args = (choice.arch, source, choice.width, choice.reduction, choice.se_impl)
@@ -202,11 +226,19 @@ def get_model(choice: NetworkChoice) -> Any:
         return model
     except SEVizError as exc:
         st.error(f"{exc} Showing untrained weights instead.")
-    except Exception:
+    except Exception as exc:
+        if sized and isinstance(exc, ValueError):  # an r or width it does not take
+            st.info(f"{exc}. Showing `{choice.arch}` with its own widths.")
+            return get_model(replace(choice, width=None, reduction=None))
         log.exception("loading weights %s failed", choice.weights)
         st.error(GENERIC_ERROR.format(what="loading the weights"))
-    return load_model(choice.arch, ("untrained",), choice.width, choice.reduction,
-                      choice.se_impl)
+    try:
+        return load_model(choice.arch, ("untrained",), choice.width, choice.reduction,
+                          choice.se_impl)
+    except ValueError:  # an r or width it does not take
+        if not sized:
+            raise
+        return load_model(choice.arch, ("untrained",), None, None, choice.se_impl)
 
 
 def download_weights(arch: str) -> None:
@@ -230,21 +262,34 @@ def download_weights(arch: str) -> None:
     st.rerun()
 
 
-def render_weights_status(model: Any, width: int) -> None:
+def render_network(info: Any) -> None:
+    """What the network is made of: its attention blocks, their kinds and gates."""
+    blocks = info.blocks
+    kinds = sorted({b.kind.upper() for b in blocks})
+    gates = sorted({b.gate.kind.replace("hardsigmoid", "hard sigmoid") for b in blocks})
+    n = len(stages(blocks))
+    st.caption(f"`{info.arch}` ({SPECS[info.arch].family}): {len(blocks)} "
+               f"{'/'.join(kinds)} attention blocks in {n} stage{'s' if n > 1 else ''}, "
+               f"{' and '.join(gates)} gates.")
+
+
+def render_weights_status(model: Any, width: int | None) -> None:
     from ..engine import download
 
     info = model.info
-    if width != FULL_WIDTH:
-        st.info(f"**Narrow demo model** (SE_VIZ_WIDTH={width}): {width} instead of 64 "
-                "channels in the first stage, seeded weights. Fast for tests and demos; "
-                "unset SE_VIZ_WIDTH for the real SE-ResNet-50.")
+    render_network(info)
+    narrow = width is not None and info.width == width
+    if narrow:
+        st.info(f"**Narrow demo model** (SE_VIZ_WIDTH={width}): a narrow network "
+                "with seeded weights. Fast for tests and demos; unset SE_VIZ_WIDTH for the "
+                "full-size network.")
     if info.untrained:
         st.warning("**Untrained weights: the attention shown means nothing.**")
         if st.button("Download pretrained weights", key="download",
                      help=f"Downloads {download.source_url(info.arch)} into "
                           f"{download.destination_folder(info.arch)}"):
             download_weights(info.arch)
-        if width != FULL_WIDTH and download.cached_path(info.arch) is not None:
+        if narrow and download.cached_path(info.arch) is not None:
             st.caption("The pretrained file is in the cache, but it only fits the full-size "
                        "model (unset SE_VIZ_WIDTH).")
         if "download_error" in st.session_state:

@@ -20,12 +20,10 @@ import numpy as np
 import streamlit as st
 
 from ..analysis.dataset_stats import DatasetStats, load_stats
-from ..arch import BLOCK_NAMES
 from ..errors import SEVizError
 from ..runs import FairQueue, ImageResult, Photo, Results
 
 ASSETS = Path(__file__).resolve().parent / "assets"  # a link to the repository's assets/
-FULL_WIDTH = 64
 MAX_IMAGES = 16  # analysed per page; more are listed in a note, not run
 DEFAULT_CACHE_MB = 512  # SE_VIZ_CACHE_MB: byte budget of the shared results (~11 MB per image)
 RUN_SLOTS = 1  # images decoded and run at once over all sessions, first come first served
@@ -57,8 +55,11 @@ class Loaded:
         return self.photos[self.names.index(name)]
 
     def stacked(self) -> dict[str, np.ndarray]:
-        """block -> (N, C) gates of all loaded images."""
-        return {b: np.stack([r.gates[b] for r in self.results]) for b in BLOCK_NAMES}
+        """block -> (N, C) gates of all loaded images, the blocks of their results in
+        forward order."""
+        if not self.results:
+            return {}
+        return {b: np.stack([r.gates[b] for r in self.results]) for b in self.results[0].gates}
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,13 @@ class Page:
 
 
 # ----------------------------------------------------------------------------- caches
-def env_int(name: str, default: int, example: str) -> int:
-    """A positive integer setting: SE_VIZ_WIDTH (64 is SE-ResNet-50, 8 a fast narrow demo
-    model) or SE_VIZ_CACHE_MB (byte budget of the cached results)."""
-    raw = os.environ.get(name, str(default)).strip()
+def env_int(name: str, default: int | None, example: str) -> int | None:
+    """A positive integer setting: SE_VIZ_WIDTH (unset: the network at its published size;
+    8: a fast narrow demo model) or SE_VIZ_CACHE_MB (byte budget of the cached results);
+    ``default`` when unset."""
+    if name not in os.environ:
+        return default
+    raw = os.environ[name].strip()
     if not raw.isdigit() or int(raw) < 1:
         raise SEVizError(f"{name} must be a positive integer such as {example}, got {raw!r}. "
                          "Fix the variable and restart.")

@@ -1,7 +1,8 @@
 """Command line: ``python -m se_viz`` (also installed as ``se-viz``); all argparse is in here.
 
     se-viz capture IMAGE... [--arch A] [--weights PATH|pretrained] [--reduction R]
-                            [--se-impl linear|conv] [--out FILE]
+                            [--se-impl linear|conv] [--labels FILE] [--out FILE]
+    se-viz archs [--no-counts]
     se-viz weights info|fetch|install|convert
     se-viz analyze DIR --out OUT
     se-viz refit DIR --reduction R [R ...] --out OUT [--holdout F] [--finetune]
@@ -19,12 +20,13 @@ from collections.abc import Sequence
 
 from ..errors import SEVizError
 from ..version import __version__
-from . import app, capture, dataset, weights
+from . import app, archs, capture, dataset, weights
 from .app import app_command, streamlit_flags
 from .common import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, err,
                      resolve_weights)
 
-DESCRIPTION = ("Capture, analyse and refit the Squeeze-and-Excitation gates of SE-ResNet-50 "
+DESCRIPTION = ("Capture, analyse and refit the channel-attention gates (Squeeze-and-"
+               "Excitation, ECA) of SE-ResNets, EfficientNet, MobileNetV3, LCNet and RegNetY "
                "(PaddlePaddle); start the app.")
 __all__ = ["main", "build_parser", "app_command", "streamlit_flags", "resolve_weights",
            "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INCOMPLETE"]
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"se_viz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     capture.add_parser(sub)
+    archs.add_parser(sub)
     weights.add_parser(sub)
     dataset.add_analyze(sub)
     dataset.add_refit(sub)

@@ -1,4 +1,4 @@
-"""``se-viz capture``: every SE block's gates for a list of images."""
+"""``se-viz capture``: every attention block's gates for a list of images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, load_model, model_opt
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    cap = sub.add_parser("capture", help="capture every SE block's gates for images")
+    cap = sub.add_parser("capture", help="capture every attention block's gates for images")
     cap.add_argument("images", nargs="+", metavar="IMAGE")
     model_options(cap)
     cap.add_argument("--se-weights", metavar="FILE",
@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--weights", metavar="PATH|pretrained",
                      help="weights file, or 'pretrained' to download the default "
                           "(default: the cached pretrained file, else untrained)")
+    cap.add_argument("--labels", metavar="FILE",
+                     help="class names, one per line in class-index order (a network "
+                          "fine-tuned on other classes; default: ImageNet-1k's names)")
     cap.add_argument("--out", metavar="FILE", help="write .npz, .json or .csv; without it, "
                                                    "print the top-5 classes per image")
     cap.add_argument("--batch-size", type=positive, default=8)
@@ -55,28 +58,45 @@ def _capture_stream(model, paths: Sequence[str], batch_size: int):
     return good, (Capture.concat(parts) if parts else None), bad
 
 
+def class_names(model, labels_file: str | None) -> tuple[str, ...] | None:
+    """The network's class names: its own (``model.info.class_names``), else those of
+    ``--labels`` (checked against the head), else ImageNet-1k's for a 1000-class head."""
+    from ..labels import imagenet_labels, read_labels
+
+    own = getattr(model.info, "class_names", None)
+    if own:
+        return tuple(own)
+    if labels_file:
+        try:
+            return read_labels(labels_file, model.info.num_classes)
+        except ValueError as exc:
+            raise SEVizError(f"--labels: {exc}") from None
+    return imagenet_labels() if model.info.num_classes == 1000 else None
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from .. import export
-    from ..labels import imagenet_labels, label_for
+    from ..labels import label_for
 
     if args.out and Path(args.out).suffix.lower() not in export.FORMATS:
         err(f"--out must end in {', '.join(export.FORMATS)}, got '{args.out}'")
         return EXIT_USAGE
     model = load_model(args)
+    names = class_names(model, args.labels)
     good, cap, bad = _capture_stream(model, args.images, args.batch_size)
     if cap is None:
         err("no usable image; nothing written")
         return EXIT_FAILED
     if args.out:
-        labels = imagenet_labels() if model.info.num_classes == 1000 else None
-        export.write(args.out, good, cap.logits, cap.gates, export.metadata(model), labels)
+        export.write(args.out, good, cap.logits, cap.gates, export.metadata(model), names)
         print(f"wrote {len(good)} image(s), {len(cap.gates)} blocks -> {args.out}")
     else:
         idx, prob = cap.top_k(args.top)
         for name, row_i, row_p in zip(good, idx, prob):
             print(name)
             for rank, (i, p) in enumerate(zip(row_i, row_p), 1):
-                print(f"  {rank}. {label_for(int(i), model.info.num_classes):<32s} {p:7.2%}")
+                name_i = label_for(int(i), model.info.num_classes, names)
+                print(f"  {rank}. {name_i:<32s} {p:7.2%}")
         if model.info.untrained:
             print("(untrained weights: these predictions and gates mean nothing)")
     if bad:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..arch import ARCHS, PRETRAINED, SE_IMPLS
+from ..errors import SEVizError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INCOMPLETE = 3
@@ -53,7 +54,16 @@ def resolve_weights(arch: str, weights: str | None) -> str | None:
     return None
 
 
+def accepts(function, name: str) -> bool:
+    """Whether ``function`` takes a keyword argument ``name``."""
+    import inspect
+
+    return name in inspect.signature(function).parameters
+
+
 def load_model(args: argparse.Namespace):
+    """The network the model options describe; ``--labels`` (capture) goes to build_model
+    when it takes class names."""
     from ..engine import download
     from ..engine.build import build_model
 
@@ -62,11 +72,17 @@ def load_model(args: argparse.Namespace):
     bar = None
     if weights == "pretrained" and download.cached_path(args.arch) is None:
         bar, progress = progress_bar(PRETRAINED[args.arch].filename)
+    labels = getattr(args, "labels", None)
+    extra = {"labels": labels} if labels and accepts(build_model, "labels") else {}
     try:
         return build_model(args.arch, weights, reduction=args.reduction,
                            num_classes=args.num_classes, width=args.width,
                            se_impl=args.se_impl, progress=progress,
-                           se_weights=getattr(args, "se_weights", None))
+                           se_weights=getattr(args, "se_weights", None), **extra)
+    except ValueError as exc:
+        if extra and "labels" in str(exc):  # read_labels says what to fix in the file
+            raise SEVizError(f"--labels {labels}: {exc}") from None
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -79,7 +79,8 @@ def cmd_weights_install(args: argparse.Namespace) -> int:
         err(f"the cache holds the official {expected.name}; '{Path(args.file).name}' is another "
              f"format. Use it directly with --weights {args.file}")
         return EXIT_FAILED
-    build_model(args.arch, args.file, width=args.width)  # refuse a file that does not fit
+    # refuse a file that does not fit: the pretrained slot holds an ImageNet-1k network
+    build_model(args.arch, args.file, num_classes=1000, width=args.width)
     path = download.install_file(args.arch, args.file)
     print(f"{args.arch}: installed {args.file} -> {path}")
     return EXIT_OK

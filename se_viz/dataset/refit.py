@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,44 +37,16 @@ from ..errors import DatasetError
 from ..paths import atomic_write
 from ..version import __version__
 from .analyze import RunOptions, _build_model, _share_cores
-from .files import FileList, list_images
-from .pairs import PAIRS_FORMAT, Pairs, compute_pairs, load_pairs, skipped_files
+from .files import list_images
+from .pairs import PAIRS_FORMAT, compute_pairs, load_pairs, skipped_files
 from .shards import build_manifest, claim_output, n_shards, shard_done, shard_path, \
     wait_for_shards
 from .refit_files import (blockwise_path, figures_of_run, figures_path, params_of, save_se,
                           se_file_of_run, se_path)
+from .refit_context import Context, RefitSettings
 from .refit_steps import evaluate, finetune, wait_for_file
 
 REFIT_FORMAT = "se_viz.refit/1"
-
-
-@dataclass(frozen=True)
-class RefitSettings:
-    """Everything that changes the numbers; a resumed run must use the same values (the
-    list of r is free: later calls may add more)."""
-
-    arch: str = "se_resnet50_vd"
-    weights: str | None = None  # a path, "pretrained", or None (seeded, untrained)
-    reduction: float = 16       # r of the base network
-    num_classes: int = 1000
-    width: int = 64
-    seed: int = 0
-    image_size: int | None = None
-    batch_size: int = 16
-    shard_size: int = 256
-    limit_per_class: int | None = None
-    holdout: float = 0.2
-    steps: int = 400            # full-batch Adam steps of each block's fit
-    lr: float = 3e-3
-    finetune: bool = False
-    finetune_epochs: int = 2
-    finetune_lr: float = 1e-4
-
-    def fit_key(self) -> dict:
-        """The fitting settings that go into the manifest's key."""
-        keys = ["holdout", "seed", "steps", "lr", "finetune"] + \
-            (["finetune_epochs", "finetune_lr"] if self.finetune else [])
-        return {"refit": {k: getattr(self, k) for k in keys}}
 
 
 @dataclass(frozen=True)
@@ -91,30 +63,6 @@ class RefitResult:
     written: bool = False
     skipped: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
-
-
-@dataclass
-class Context:
-    """One run's shared state: the folder, the base network, the split and the pairs."""
-
-    out: Path
-    files: FileList
-    settings: RefitSettings
-    run: RunOptions
-    model: Any
-    pre: Any
-    manifest: dict
-    pairs: Pairs = field(default=None)  # logits and index of every usable image
-    train: np.ndarray = field(default=None)  # file positions
-    held: np.ndarray = field(default=None)
-
-    @property
-    def key(self) -> str:
-        return self.manifest["key_sha256"]
-
-    def blocks(self) -> list[tuple[str, int]]:
-        key = self.manifest["key"]
-        return list(zip(key["blocks"], key["channels"]))
 
 
 # --------------------------------------------------------------------------- run
@@ -216,7 +164,7 @@ def _trainable(ctx: Context, r: float) -> bool:
 
 def _copy_blockwise(ctx: Context, r: float) -> None:
     """Without --finetune the blockwise fit is the result: se_r{R}.safetensors."""
-    params, meta = params_of(blockwise_path(ctx.out, r))
+    params, meta = params_of(blockwise_path(ctx.out, r), ctx.model.info.blocks)
     if meta.get("stage") != "blockwise":
         raise DatasetError(f"{blockwise_path(ctx.out, r)} is not a blockwise fit; delete it "
                            "and run the same command again.")
@@ -226,23 +174,28 @@ def _copy_blockwise(ctx: Context, r: float) -> None:
 
 def fit_blocks(ctx: Context, r: float) -> tuple[dict, dict]:
     """Every block's SE MLP at width int(C / r), fitted on the training pairs (numpy):
-    (block -> SEParameters float32, block -> {"start_kl", "kl", "steps"})."""
+    (block -> SEParameters float32, block -> {"start_kl", "kl", "steps", "objective"}).
+    Blocks without a bottleneck (ECA) have no r and are left out."""
     from tqdm import tqdm
 
     from ..engine.weights import se_parameters
 
     base = se_parameters(ctx.model)
-    widths = hidden_widths(ctx.settings.width, r)
+    widths = hidden_widths(ctx.model.info.blocks, r)
+    about = {b.name: b for b in ctx.model.info.blocks}
     fs = FitSettings(ctx.settings.steps, ctx.settings.lr, ctx.settings.seed)
     params, fits = {}, {}
     blocks = ctx.blocks()
     with tqdm(total=len(blocks), unit="block", desc=f"fit r={r:g}", file=sys.stderr,
               disable=not ctx.run.progress, dynamic_ncols=True) as bar:
         for i, (b, _) in enumerate(blocks):
-            pairs = load_pairs(ctx.out, ctx.manifest, [b], ctx.train)
-            fit = fit_block(base[b], pairs.z[b], pairs.s[b], widths[b], fs, block=i)
-            params[b] = fit.params
-            fits[b] = {"start_kl": fit.start_kl, "kl": fit.kl, "steps": fit.steps}
+            if b in widths:
+                pairs = load_pairs(ctx.out, ctx.manifest, [b], ctx.train)
+                fit = fit_block(base[b], pairs.z[b], pairs.s[b], widths[b], fs, block=i,
+                                gate=about[b].gate, act=about[b].act)
+                params[b] = fit.params
+                fits[b] = {"start_kl": fit.start_kl, "kl": fit.kl, "steps": fit.steps,
+                           "objective": fit.objective}
             bar.update(1)
     return params, fits
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,10 +18,8 @@ from ..analysis.refit import (end_to_end, gate_errors, hidden_widths, init_param
 from ..errors import DatasetError
 from .decode import Decoder
 from .pairs import load_pairs
+from .refit_context import Context
 from .refit_files import blockwise_path, params_of, save_se, se_path
-
-if TYPE_CHECKING:  # hints only
-    from .refit import Context
 
 
 def wait_for_file(check: Callable[[], Any], path: Path, timeout: float | None,
@@ -36,7 +34,7 @@ def wait_for_file(check: Callable[[], Any], path: Path, timeout: float | None,
     return found
 
 
-def _paths(ctx: "Context", positions: np.ndarray) -> list[str]:
+def _paths(ctx: Context, positions: np.ndarray) -> list[str]:
     return [str(ctx.files.root / ctx.files.files[int(i)]) for i in positions]
 
 
@@ -53,7 +51,7 @@ def step_plan(n_train: int, epochs: int, batch: int, seed: int) -> list[np.ndarr
     return plan
 
 
-def _steps(ctx: "Context", plan: list[np.ndarray], decoder: Decoder, bar: Any) -> Iterator:
+def _steps(ctx: Context, plan: list[np.ndarray], decoder: Decoder, bar: Any) -> Iterator:
     """This rank's share of every global batch (rows rank, rank + world, ...), decoded."""
     from ..engine.finetune import Step
 
@@ -76,7 +74,7 @@ def _steps(ctx: "Context", plan: list[np.ndarray], decoder: Decoder, bar: Any) -
         bar.update(len(mine))
 
 
-def finetune(ctx: "Context", r: float) -> None:
+def finetune(ctx: Context, r: float) -> None:
     """Every SE parameter at r trained end to end from the blockwise fit, distilling the
     base logits on the training images; rank 0 writes se_r{R}.safetensors."""
     from tqdm import tqdm
@@ -109,7 +107,7 @@ def finetune(ctx: "Context", r: float) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
-def held_captures(ctx: "Context", models: list[Any]) -> list[Any]:
+def held_captures(ctx: Context, models: list[Any]) -> list[Any]:
     """Each model's Capture of the held-out images (decoded once, in file order)."""
     from tqdm import tqdm
 
@@ -137,7 +135,7 @@ def held_captures(ctx: "Context", models: list[Any]) -> list[Any]:
     return [Capture.concat(p) for p in parts]
 
 
-def evaluate(ctx: "Context", r: float) -> dict:
+def evaluate(ctx: Context, r: float) -> dict:
     """fits/r{R}.json: the written file's figures on the held-out images (module docs of
     `se_viz.analysis.refit`), and with --finetune the blockwise fit's as well."""
     from ..engine.se_weights import read_se_weights, refit_model
@@ -148,26 +146,32 @@ def evaluate(ctx: "Context", r: float) -> dict:
     files = {"final": final}
     if ctx.settings.finetune:
         files["blockwise"] = blockwise_path(ctx.out, r)
-    params = {k: params_of(p)[0] for k, p in files.items()}
+    params = {k: params_of(p, ctx.model.info.blocks)[0] for k, p in files.items()}
     caps = dict(zip(files, held_captures(ctx, [refit_model(ctx.model, p)
                                                for p in files.values()])))
-    base, widths = se_parameters(ctx.model), hidden_widths(ctx.settings.width, r)
+    blocks = ctx.model.info.blocks
+    base, widths = se_parameters(ctx.model), hidden_widths(blocks, r)
+    about = {b.name: b for b in blocks}
     held = load_pairs(ctx.out, ctx.manifest, [b for b, _ in ctx.blocks()], ctx.held)
     figures = {k: {"blocks": {}, "end_to_end": end_to_end(held.logits, held.s,
                                                           caps[k].logits, caps[k].gates)}
                for k in files}
     fits = json.loads(meta.get("fits", "{}"))
     for i, (b, _) in enumerate(ctx.blocks()):
+        if b not in widths:  # ECA: no r (se_viz.analysis.refit.not_reducible)
+            continue
+        gate, act = about[b].gate, about[b].act
         train = load_pairs(ctx.out, ctx.manifest, [b], ctx.train)
-        pruned = init_params(base[b], widths[b], train.z[b], ctx.settings.seed, i)
+        pruned = init_params(base[b], widths[b], train.z[b], ctx.settings.seed, i, act)
         for k in files:
-            row = gate_errors(params[k][b], held.z[b], held.s[b])
+            row = gate_errors(params[k][b], held.z[b], held.s[b], gate, act)
             if k == "final":
-                row.update({"pruned_rmse": gate_errors(pruned, held.z[b], held.s[b])["rmse"],
+                row.update({"pruned_rmse": gate_errors(pruned, held.z[b], held.s[b], gate,
+                                                       act)["rmse"],
                             "hidden": widths[b], **fits.get(b, {})})
             figures[k]["blocks"][b] = row
     doc = {"r": r, "file": final.name, "sha256": digest, "refit_key": ctx.key,
-           "stage": meta.get("stage"), "se_params": se_parameter_count(ctx.settings.width, r),
+           "stage": meta.get("stage"), "se_params": se_parameter_count(blocks, r),
            "n_train": int(len(ctx.train)), "n_held_out": int(len(ctx.held)),
            **figures.pop("final")}
     if ctx.settings.finetune:

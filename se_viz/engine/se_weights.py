@@ -79,14 +79,15 @@ def save_se_weights(path: str | os.PathLike, params: Mapping[str, SEParameters],
                     ) -> str:
     """Write the SE-only file for ``params`` (every block), refit on the network whose
     ModelInfo is ``base``, at ratio ``reduction``; atomically. Returns its sha256."""
-    missing = [b for b in SE_PATHS if b not in params]
+    paths = se_paths(base.blocks)
+    missing = [b for b in paths if b not in params]
     if missing:
         raise ValueError(f"SE parameters missing for {', '.join(missing)}")
     meta = {"format": SE_FORMAT, "arch": base.arch, "width": str(base.width),
             "reduction": f"{float(reduction):g}", "base_reduction": f"{base.reduction:g}",
             "base": base_identity(base), "base_weights": Path(str(base.weights)).name,
             "se_viz_version": __version__, **dict(extra or {})}
-    save_safetensors(se_arrays(params, se_paths(base.blocks)), path, meta)
+    save_safetensors(se_arrays(params, paths), path, meta)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

@@ -2,14 +2,16 @@
 
 From a `se_viz.Capture` (``index`` picks the image)::
 
-    cap = se_viz.capture(model, images, features=["SE_4_6"])
-    se_viz.plots.heatmap(cap, 0)          # blocks x channels, fixed 0-1 colour scale
+    block = se_viz.blocks.pick(model.info.blocks)  # a default block to look at
+    cap = se_viz.capture(model, images, features=[block])
+    se_viz.plots.heatmap(cap, 0, blocks=model.info.blocks)  # blocks x channels, 0-1 scale
     se_viz.plots.block_profile(cap, 0)    # mean, std, entropy, share < 0.1 / > 0.9 by depth
-    se_viz.plots.feature_maps(cap, 0, "SE_4_6", k=6)  # top/bottom channels before/after SE
+    se_viz.plots.feature_maps(cap, 0, block, k=6)  # top/bottom channels before/after SE
     se_viz.plots.compare(cap, 0, 1)       # gate difference, image 1 - image 0
 
 Every function returns a ``plotly.graph_objects.Figure`` whose traces hold the capture's
-numbers (hover shows block, channel and value). The builders underneath take plain arrays:
+numbers (hover shows block, channel and value; given ``blocks=model.info.blocks`` also the
+module path, and stage boundaries). The builders underneath take plain arrays:
 `gates` (heatmaps, histograms, profiles, the paper's Fig. 6 view), `maps` (feature maps),
 `predictions`, `reduction`, `dataset` (stats.npz figures), `refit`; `style` is the one look.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..analysis import channel_order, stats_table, top_channels
+from ..blocks import AttentionBlock
 from ..results import Capture
 from .gates import (
     difference_heatmap,
@@ -46,15 +49,18 @@ def _gates(cap: Capture, index: int) -> dict[str, np.ndarray]:
     return {b: g[index] for b, g in cap.gates.items()}
 
 
-def heatmap(cap: Capture, index: int = 0, order: str = "natural") -> go.Figure:
-    """Every block's gates of image ``index`` as one heatmap (rows SE_2_1 ... SE_5_3);
-    ``order`` "sorted" lays each row out by gate, largest first (hover keeps the channel)."""
+def heatmap(cap: Capture, index: int = 0, order: str = "natural",
+            blocks: tuple[AttentionBlock, ...] | None = None) -> go.Figure:
+    """Every block's gates of image ``index`` as one heatmap (one row per block, forward
+    order); ``order`` "sorted" lays each row out by gate, largest first (hover keeps the
+    channel); ``blocks`` (the network's `model.info.blocks`) adds module paths and stages."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     gates = _gates(cap, index)
     orders = None if order == "natural" else {b: channel_order(g, "sorted")
                                               for b, g in gates.items()}
-    return gate_heatmap(gates, orders, title=f"SE gates of {cap.image_name(index)}")
+    return gate_heatmap(gates, orders, title=f"SE gates of {cap.image_name(index)}",
+                        blocks=blocks)
 
 
 def block_profile(cap: Capture, index: int = 0) -> go.Figure:
@@ -75,7 +81,7 @@ def feature_maps(cap: Capture, index: int = 0, block: str | None = None, k: int 
     if block is None:
         if not cap.features:
             raise ValueError("this capture holds no feature maps; capture with "
-                             "features=['SE_4_6'] (or any block names) first")
+                             "features=[block names] (model.info.blocks) first")
         block = next(iter(cap.features))
     if block not in cap.features:
         held = ", ".join(cap.features) or "none"
@@ -92,11 +98,12 @@ def feature_maps(cap: Capture, index: int = 0, block: str | None = None, k: int 
     return fig
 
 
-def compare(cap: Capture, a: int = 0, b: int = 1) -> go.Figure:
+def compare(cap: Capture, a: int = 0, b: int = 1,
+            blocks: tuple[AttentionBlock, ...] | None = None) -> go.Figure:
     """The gate difference image ``b`` - image ``a``, per block and channel."""
     ga, gb = _gates(cap, a), _gates(cap, b)
     return difference_heatmap(ga, gb, f"Gate difference: {cap.image_name(b)} - "
-                                      f"{cap.image_name(a)}")
+                                      f"{cap.image_name(a)}", blocks)
 
 
 __all__ = ["heatmap", "block_profile", "feature_maps", "compare", "gate_heatmap",

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..analysis import HIGH, PAPER_FIG6_BLOCKS
+from ..analysis.paper import PAPER_ARCHS
 from ..analysis.dataset_stats import (
     SATURATED_SHARE,
     DatasetStats,
@@ -26,7 +27,10 @@ SAT_TITLE = f"Saturation per block (share of class-mean gates > {HIGH})"
 
 
 def _fig6_blocks(stats: DatasetStats) -> list[str]:
-    return [b for b in PAPER_FIG6_BLOCKS if b in stats.means] or stats.blocks[-6:]
+    """The paper's six blocks for the paper's network (stats.npz without an arch: an older
+    SE-ResNet-50 file), else the network's last six."""
+    paper = stats.meta.get("arch", PAPER_ARCHS[0]) in PAPER_ARCHS
+    return [b for b in PAPER_FIG6_BLOCKS if paper and b in stats.means] or stats.blocks[-6:]
 
 
 def class_means_figure(stats: DatasetStats, shown: Sequence[int]) -> go.Figure:

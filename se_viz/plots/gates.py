@@ -11,23 +11,29 @@ import plotly.graph_objects as go
 from plotly.colors import sequential
 
 from ..analysis import HIGH, LOW, PAPER_FIG6_BLOCKS, pad_blocks
-from ..maths import sigmoid
+from ..blocks import SIGMOID, AttentionBlock, Gate
 from .style import DIFF_SCALE, GATE_SCALE, PALETTE, cell, f32, grid
 
 STAT_LINES = ("mean", "std", "entropy", "frac_low", "frac_high")
+Blocks = Sequence[AttentionBlock] | None  # a network's `model.info.blocks`, when known
 
 
-def _stage(name: str) -> str:
-    """"SE_3_4" -> "3"; the whole name when it does not follow the paper's scheme."""
-    parts = name.split("_")
-    return parts[1] if len(parts) == 3 and parts[0] == "SE" else name
-
-
-def _stage_lines(names: Sequence[str]) -> list[dict]:
-    """Horizontal white lines between stages of a heatmap whose rows are ``names``."""
+def _stage_lines(names: Sequence[str], blocks: Blocks) -> list[dict]:
+    """Horizontal white lines between stages (``AttentionBlock.stage``) of a heatmap whose
+    rows are ``names``; none when the blocks are not given."""
+    stage = {b.name: b.stage for b in blocks or ()}
     return [dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=b - 0.5, y1=b - 0.5,
                  line=dict(color="white", width=2))
-            for b in range(1, len(names)) if _stage(names[b]) != _stage(names[b - 1])]
+            for b in range(1, len(names))
+            if names[b] in stage and names[b - 1] in stage
+            and stage[names[b]] != stage[names[b - 1]]]
+
+
+def _where(name: str, blocks: Blocks) -> str:
+    """Hover text naming a block: ``SE_3_4 (layer2.3.se, stage 3)`` when its description
+    is known, else the name."""
+    found = {b.name: b for b in blocks or ()}.get(name)
+    return f"{name} ({found.path}, {found.stage_label})" if found else name
 
 
 def _channel_ids(gates: Mapping[str, np.ndarray], orders: Mapping[str, np.ndarray],
@@ -45,14 +51,16 @@ def _channel_ids(gates: Mapping[str, np.ndarray], orders: Mapping[str, np.ndarra
 
 def _block_heatmap(z: np.ndarray, names: list[str], widths: Sequence[int], title: str,
                    scale: dict[str, Any], hovertemplate: str,
-                   customdata: np.ndarray | None = None) -> go.Figure:
+                   customdata: np.ndarray | None = None, blocks: Blocks = None) -> go.Figure:
     """Blocks x channels as one single-row heatmap trace per block (row b = ``z[b, :widths[b]]``)
     on a numeric y axis labelled with the block names, all on one colour axis (``scale``).
 
     It looks like the NaN-padded (B, Cmax) matrix ``z`` but sends only the real values
     (15,104 instead of 32,768 for SE-ResNet-50), and each row's hover names its block
-    (``%{y}`` in ``hovertemplate`` becomes the name). Several heatmaps on one categorical
-    axis break plotly.js ("Cannot read properties of undefined"), hence the numeric axis.
+    (``%{y}`` in ``hovertemplate`` becomes the name, with its module path and stage when
+    ``blocks`` describes it; stage boundaries are drawn from it). Several heatmaps on one
+    categorical axis break plotly.js ("Cannot read properties of undefined"), hence the
+    numeric axis.
     """
     fig = go.Figure()
     for b, (name, width) in enumerate(zip(names, widths)):
@@ -60,10 +68,13 @@ def _block_heatmap(z: np.ndarray, names: list[str], widths: Sequence[int], title
         fig.add_trace(go.Heatmap(z=np.ascontiguousarray(z[b:b + 1, :width]), x0=0, dx=1,
                                  y0=b, dy=1, name=name, coloraxis="coloraxis",
                                  hoverongaps=False,
-                                 hovertemplate=hovertemplate.replace("%{y}", name), **extra))
-    fig.update_layout(title=title, shapes=_stage_lines(names), xaxis_title="channel position",
+                                 hovertemplate=hovertemplate.replace("%{y}",
+                                                                     _where(name, blocks)),
+                                 **extra))
+    fig.update_layout(title=title, shapes=_stage_lines(names, blocks),
+                      xaxis_title="channel position",
                       coloraxis=scale,
-                      yaxis=dict(title="SE block", autorange="reversed", zeroline=False,
+                      yaxis=dict(title="attention block", autorange="reversed", zeroline=False,
                                  showgrid=False, tickmode="array",
                                  tickvals=list(range(len(names))), ticktext=names),
                       margin=dict(l=70, r=20, t=50, b=40))
@@ -71,9 +82,11 @@ def _block_heatmap(z: np.ndarray, names: list[str], widths: Sequence[int], title
 
 
 def gate_heatmap(gates: Mapping[str, np.ndarray],
-                 orders: Mapping[str, np.ndarray] | None = None, title: str = "") -> go.Figure:
-    """All blocks' gates (C,) as one heatmap: rows = blocks (SE_2_1 on top), one trace per
-    block (see `_block_heatmap`), a fixed 0-1 colour scale.
+                 orders: Mapping[str, np.ndarray] | None = None, title: str = "",
+                 blocks: Blocks = None) -> go.Figure:
+    """All blocks' gates (C,) as one heatmap: rows = blocks in forward order (the first on
+    top), one trace per block (see `_block_heatmap`), a fixed 0-1 colour scale; ``blocks``
+    (the network's `model.info.blocks`) adds stage boundaries and module paths.
 
     With ``orders`` (block -> permutation) position j of a row shows channel orders[j], and
     the hover's channel comes from ``customdata``; without, the channel is the x position.
@@ -84,11 +97,11 @@ def gate_heatmap(gates: Mapping[str, np.ndarray],
     return _block_heatmap(
         z, names, [len(gates[n]) for n in names], title or "SE gates per block",
         dict(cmin=0.0, cmax=1.0, colorscale=GATE_SCALE, colorbar=dict(title="gate")),
-        "block %{y}<br>channel " + channel + "<br>gate %{z:.3f}<extra></extra>", ids)
+        "block %{y}<br>channel " + channel + "<br>gate %{z:.3f}<extra></extra>", ids, blocks)
 
 
 def difference_heatmap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
-                       title: str = "") -> go.Figure:
+                       title: str = "", blocks: Blocks = None) -> go.Figure:
     """Heatmap of b - a per block and channel, one row per block, RdBu centred on 0, [-1, 1]."""
     if list(a) != list(b):
         raise ValueError("the two gate sets must have the same blocks in the same order")
@@ -99,7 +112,7 @@ def difference_heatmap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
     return _block_heatmap(
         zb - za, names, [len(a[n]) for n in names], title or "Gate difference (B - A)",
         dict(cmid=0.0, cmin=-1.0, cmax=1.0, colorscale=DIFF_SCALE, colorbar=dict(title="B - A")),
-        "block %{y}<br>channel %{x}<br>B - A %{z:+.3f}<extra></extra>")
+        "block %{y}<br>channel %{x}<br>B - A %{z:+.3f}<extra></extra>", blocks=blocks)
 
 
 def gate_histogram(g: np.ndarray, block: str) -> go.Figure:
@@ -208,15 +221,16 @@ def squeeze_gate_scatter(squeeze: np.ndarray, gates: np.ndarray, block: str,
     return fig
 
 
-def gate_curve() -> go.Figure:
-    """The SE gate as a function of the excitation output z: sigmoid(z) in (0, 1), with the
-    0.1 and 0.9 lines the block statistics count against (a primer for the welcome page)."""
+def gate_curve(gate: Gate = SIGMOID) -> go.Figure:
+    """The SE gate as a function of the excitation output z: ``gate(z)`` in [0, 1] (a
+    network's `AttentionBlock.gate`), with the 0.1 and 0.9 lines the block statistics count
+    against (a primer for the welcome page)."""
     z = np.linspace(-6, 6, 121, dtype=np.float32)
-    fig = go.Figure(go.Scatter(x=z, y=sigmoid(z), mode="lines", name="gate",
+    fig = go.Figure(go.Scatter(x=z, y=gate(z).astype(np.float32), mode="lines", name="gate",
                                hovertemplate="z %{x:.2f}<br>gate %{y:.3f}<extra></extra>"))
     for y, text in ((LOW, "mostly switched off"), (HIGH, "kept almost unchanged")):
         fig.add_hline(y=y, line_dash="dot", annotation_text=f"{y:g}: {text}")
-    fig.update_layout(title="gate = sigmoid(FC2(ReLU(FC1(squeeze))))",
+    fig.update_layout(title=f"gate s = {gate.label} of z = FC2(act(FC1(squeeze)))",
                       xaxis_title="excitation output z", yaxis=dict(title="gate", range=[0, 1]),
                       showlegend=False, margin=dict(l=60, r=20, t=50, b=40))
     return fig

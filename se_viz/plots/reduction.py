@@ -13,12 +13,14 @@ from ..analysis import PAPER_CITATION, PAPER_REDUCTION_TABLE
 from .style import f32
 
 
-def reduction_figure(rows: Sequence[Any], paper: Sequence[Sequence] = PAPER_REDUCTION_TABLE
-                     ) -> go.Figure:
+def reduction_figure(rows: Sequence[Any], paper: Sequence[Sequence] = PAPER_REDUCTION_TABLE,
+                     stage_labels: Sequence[str] | None = None) -> go.Figure:
     """Costs vs reduction ratio r next to the paper's table (x axes log2(r)).
 
     ``rows``: objects with .reduction, .params_total, .params_se, .flops_total,
-    .stage_se_params (e.g. costs.NetworkCosts). Left: parameters of this implementation and
+    .stage_se_params (e.g. costs.NetworkCosts); ``stage_labels``: one per entry of
+    .stage_se_params (the network's own, `se_viz.blocks.stages`; "stage 1", ... when not
+    given). Left: parameters of this implementation and
     the paper's, GMACs on a secondary axis; middle: SE parameters per stage (stacked);
     right: the paper's top-1 error per r against its ResNet-50 baseline.
     """
@@ -28,7 +30,7 @@ def reduction_figure(rows: Sequence[Any], paper: Sequence[Sequence] = PAPER_REDU
                                         "SE parameters per stage", "paper: top-1 error"))
     r = np.array([float(x.reduction) for x in rows])
     numeric = [p for p in paper if not isinstance(p[0], str)]
-    _reduction_costs(fig, rows, r, numeric)
+    _reduction_costs(fig, rows, r, numeric, stage_labels)
     _reduction_accuracy(fig, paper, numeric)
     ticks = sorted({float(v) for v in r} | {float(p[0]) for p in numeric})
     for col in (1, 3):
@@ -46,7 +48,7 @@ def reduction_figure(rows: Sequence[Any], paper: Sequence[Sequence] = PAPER_REDU
 
 
 def _reduction_costs(fig: go.Figure, rows: Sequence[Any], r: np.ndarray,
-                     numeric: Sequence[Sequence]) -> None:
+                     numeric: Sequence[Sequence], stage_labels: Sequence[str] | None) -> None:
     """Left and middle panels of `reduction_figure`."""
     fig.add_trace(go.Scatter(x=r, y=np.array([x.params_total for x in rows]) / 1e6,
                              name="params (M), this implementation", mode="lines+markers",
@@ -63,10 +65,13 @@ def _reduction_costs(fig: go.Figure, rows: Sequence[Any], r: np.ndarray,
                              hovertemplate="r = %{x}<br>%{y:.3f} GMACs<extra></extra>"),
                   row=1, col=1, secondary_y=True)
     stages = np.array([x.stage_se_params for x in rows], dtype=np.float64).reshape(len(rows), -1)
-    for s in range(stages.shape[1]):
+    labels = list(stage_labels or [])
+    if len(labels) != stages.shape[1]:
+        labels = [f"stage {s + 1}" for s in range(stages.shape[1])]
+    for s, label in enumerate(labels):
         fig.add_trace(go.Bar(x=[f"{v:g}" for v in r], y=stages[:, s] / 1e6,
-                             name=f"SE params, stage {s + 2}",
-                             hovertemplate=f"r = %{{x}}<br>stage {s + 2}: %{{y:.2f}} M"
+                             name=f"SE params, {label}",
+                             hovertemplate=f"r = %{{x}}<br>{label}: %{{y:.2f}} M"
                                            "<extra></extra>"), row=1, col=2)
     fig.update_yaxes(title_text="parameters (M)", row=1, col=1, secondary_y=False)
     fig.update_yaxes(title_text="GMACs", tickformat=".3f", row=1, col=1, secondary_y=True)

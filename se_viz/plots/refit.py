@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..analysis import PAPER_CITATION, PAPER_REDUCTION_TABLE
-from ..arch import stage_of
+from ..blocks import AttentionBlock
 from .style import PALETTE, f32
 
 ERROR_TITLE = "Gate error per block against r (held-out images, base input to each block)"
@@ -36,24 +36,29 @@ def _log_axis(fig: go.Figure, ratios: Sequence[float], **where) -> None:
                      title_text="reduction ratio r", **where)
 
 
-def block_error_figure(doc: Mapping) -> go.Figure:
-    """Left: RMSE of every block's gates against r (one line per block, coloured by stage);
+def block_error_figure(doc: Mapping, blocks: Sequence[AttentionBlock] = ()) -> go.Figure:
+    """Left: RMSE of every block's gates against r (one line per block, coloured and grouped
+    by stage when ``blocks``, the base network's `model.info.blocks`, describes them);
     right: the mean over blocks, refit against the base's most important units kept
     without a refit ("pruned")."""
     keys = _ratios(doc)
     r = [float(k) for k in keys]
-    blocks = list(doc["fits"][keys[0]]["blocks"]) if keys else []
+    names = list(doc["fits"][keys[0]]["blocks"]) if keys else []
+    known = {b.name: b for b in blocks}
+    order = list(dict.fromkeys(b.stage for b in blocks))
     fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
                         subplot_titles=("RMSE per block", "mean over blocks"))
-    for b in blocks:
-        stage = stage_of(b)
-        colour = PALETTE[(stage - 2) % len(PALETTE)]
+    for i, b in enumerate(names):
+        group = known[b].stage_label if b in known else "blocks"
+        at = order.index(known[b].stage) if b in known else i
+        colour = PALETTE[at % len(PALETTE)]
         y = f32([doc["fits"][k]["blocks"][b]["rmse"] for k in keys])
         mx = f32([doc["fits"][k]["blocks"][b]["max"] for k in keys])
         fig.add_trace(go.Scatter(x=r, y=y, customdata=mx, mode="lines+markers", name=b,
-                                 legendgroup=f"stage {stage}",
-                                 legendgrouptitle_text=f"stage {stage}", line=dict(color=colour),
-                                 hovertemplate=f"{b}<br>r = %{{x}}<br>RMSE %{{y:.4f}}<br>"
+                                 legendgroup=group,
+                                 legendgrouptitle_text=group, line=dict(color=colour),
+                                 hovertemplate=f"{_where(b, known)}<br>r = %{{x}}<br>"
+                                               "RMSE %{y:.4f}<br>"
                                                "max %{customdata:.4f}<extra></extra>"),
                       row=1, col=1)
     for what, dash, name in (("rmse", "solid", "refit"), ("pruned_rmse", "dot",
@@ -69,6 +74,10 @@ def block_error_figure(doc: Mapping) -> go.Figure:
     fig.update_layout(title=ERROR_TITLE, height=620, legend=dict(tracegroupgap=4,
                                                                  font=dict(size=10)))
     return fig
+
+
+def _where(name: str, known: Mapping[str, AttentionBlock]) -> str:
+    return f"{name} ({known[name].path})" if name in known else name
 
 
 def agreement_figure(doc: Mapping, paper: Sequence[Sequence] = PAPER_REDUCTION_TABLE

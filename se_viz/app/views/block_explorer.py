@@ -8,19 +8,18 @@ import streamlit as st
 from PIL import Image
 
 from ...analysis import gate_stats, squeeze_vs_gate, top_channels
-from ...arch import BLOCK_NAMES
 from ...plots import gate_histogram, maps_mosaic, overlay, squeeze_gate_scatter
 from ...runs import net_key
-from ..common import chart, ids_text
+from ..common import block_ui, chart, ids_text
 from ..state import Page, shared_figure
 
 LABEL = "Block explorer"
 THUMB = 160  # pixels, overlay thumbnails
 
 
-def block_ui(names: list[str]) -> tuple[str, str, int]:
+def pick_ui(names: list[str], blocks) -> tuple[str, str, int]:
     a, b, c = st.columns(3)
-    block = a.selectbox("SE block", BLOCK_NAMES, key="block")
+    block = block_ui(a, "Attention block", blocks, "block")
     name = b.selectbox("Image", names, key="explore_image")
     k = c.slider("k (top and bottom channels)", 1, 16, 6, key="k")
     return block, name, k
@@ -28,7 +27,7 @@ def block_ui(names: list[str]) -> tuple[str, str, int]:
 
 def render(page: Page) -> None:
     loaded, model = page.loaded, page.model
-    block, name, k = block_ui(loaded.names)
+    block, name, k = pick_ui(loaded.names, model.info.blocks)
     res = loaded.result(name)
     g, s = res.gates[block], res.squeeze[block]
     key = (loaded.key[loaded.names.index(name)], net_key(model), block)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ... import labels
 from ...analysis.dataset_stats import DatasetStats, match_class, typicality
 from ...plots.dataset import typicality_figure
 from ...runs import ImageResult
-from ..common import chart
+from ..common import chart, class_name
 from ..state import Page
 
 LABEL = "Class baseline"
@@ -26,7 +25,7 @@ def class_ui(res: ImageResult, model, stats: DatasetStats, i: int) -> str | None
     choice = st.selectbox("Compare with", options, index=index, key=f"baseline_class_{i}",
                           help="Defaults to the predicted class when the dataset has a "
                                "folder named like it (WordNet id, name or index).")
-    predicted = labels.label_for(top, model.info.num_classes)
+    predicted = class_name(model, top)
     st.caption(f"Predicted: **{predicted}** ({res.probs[top]:.1%})."
                + ("" if matched is not None else " No dataset class matches it."))
     return None if choice == ALL_IMAGES else choice

@@ -7,16 +7,15 @@ import numpy as np
 import streamlit as st
 
 from ...analysis import compare_images
-from ...arch import BLOCK_NAMES
 from ...plots import difference_heatmap, distance_bars, figure6
 from ...runs import net_key
-from ..common import chart
+from ..common import block_ui, chart
 from ..state import Page, shared_figure
 
 LABEL = "Compare images"
 
 
-def pick_ui(names: list[str]) -> tuple[list[str], str, str, str] | None:
+def pick_ui(names: list[str], blocks) -> tuple[list[str], str, str, str] | None:
     if len(names) < 2:
         st.info("Load two or more images (sidebar) to compare them.")
         return None
@@ -25,7 +24,7 @@ def pick_ui(names: list[str]) -> tuple[list[str], str, str, str] | None:
         st.info("Choose at least two images.")
         return None
     a, b, c = st.columns(3)
-    block = a.selectbox("Block for the side-by-side view", BLOCK_NAMES, key="cmp_block")
+    block = block_ui(a, "Block for the side-by-side view", blocks, "cmp_block")
     first = b.selectbox("Image A", chosen, index=0, key="cmp_a")
     second = c.selectbox("Image B", chosen, index=1, key="cmp_b")
     return chosen, block, first, second
@@ -33,7 +32,7 @@ def pick_ui(names: list[str]) -> tuple[list[str], str, str, str] | None:
 
 def render(page: Page) -> None:
     loaded, model = page.loaded, page.model
-    picked = pick_ui(loaded.names)
+    picked = pick_ui(loaded.names, model.info.blocks)
     if picked is None:
         return
     chosen, block, first, second = picked
@@ -43,7 +42,8 @@ def render(page: Page) -> None:
     chart(shared_figure("side", (loaded.key, tuple(chosen), block, net_key(model)),
                         lambda: figure6(side, chosen, [block])), "side", height=360)
     ga, gb = loaded.result(first).gates, loaded.result(second).gates
-    chart(difference_heatmap(ga, gb, f"{second} - {first}"), "diff", height=430)
+    chart(difference_heatmap(ga, gb, f"{second} - {first}", model.info.blocks), "diff",
+          height=430)
     k = st.slider("k for the top-k overlap", 1, 64, 10, key="cmp_k")
     table = compare_images(ga, gb, k)
     chart(distance_bars(table), "distances", height=380)

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from ... import export, labels
-from ...analysis import PAPER_FIG6_BLOCKS, stats_table
+from ...analysis import figure6_blocks, stats_table
 from ...plots import figure6, gate_heatmap, stats_profile, to_html
 from ..state import Loaded, Page
 
@@ -21,10 +21,12 @@ def render(page: Page) -> None:
     files, meta = loaded.names, export.metadata(model)
     logits = np.stack([r.logits for r in loaded.results])
     gates = loaded.stacked()
-    st.markdown(f"Gates of all 16 blocks, predictions and metadata for {len(files)} image(s). "
+    st.markdown(f"Gates of all {len(gates)} attention blocks, predictions and metadata for "
+                f"{len(files)} image(s). "
                 "CSV: one row per value (file, array, index, value); NPZ: one (N, C) array per "
                 "block; JSON: the same plus each image's top-5.")
-    names = labels.imagenet_labels() if model.info.num_classes == 1000 else None
+    names = model.info.class_names or (
+        labels.imagenet_labels() if model.info.num_classes == 1000 else None)
     makers: dict[str, Callable[[], bytes]] = {
         "CSV": lambda: export.to_csv(files, logits, gates, meta),
         "NPZ": lambda: export.to_npz(files, logits, gates, meta),
@@ -38,14 +40,16 @@ def render(page: Page) -> None:
     options = [f"Gate heatmap: {n}" for n in files] + ["Depth profile", "Figure 6 view"]
     which = st.selectbox("Figure", options, key="export_figure")
     st.download_button("Download figure (HTML)", lambda: to_html(
-        export_figure(loaded, which)).encode("utf-8"), file_name="se_viz_figure.html",
+        export_figure(loaded, model, which)).encode("utf-8"), file_name="se_viz_figure.html",
         mime="text/html", key="export_html", on_click="ignore")
 
 
-def export_figure(loaded: Loaded, which: str):
+def export_figure(loaded: Loaded, model, which: str):
+    blocks = model.info.blocks
     if which.startswith("Gate heatmap: "):
         name = which.removeprefix("Gate heatmap: ")
-        return gate_heatmap(loaded.result(name).gates, title=f"SE gates of {name}")
+        return gate_heatmap(loaded.result(name).gates, title=f"SE gates of {name}",
+                            blocks=blocks)
     if which == "Depth profile":
         return stats_profile(stats_table(loaded.results[0].gates))
-    return figure6(loaded.stacked(), loaded.names, PAPER_FIG6_BLOCKS)
+    return figure6(loaded.stacked(), loaded.names, figure6_blocks(blocks, model.info.arch))

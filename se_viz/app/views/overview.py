@@ -1,4 +1,5 @@
-"""Overview: per image, the crop the network saw, its top-5 and the 16-block gate heatmap."""
+"""Overview: per image, the crop the network saw, its top-5 and the gate heatmap (one row
+per attention block of the network)."""
 
 from __future__ import annotations
 
@@ -40,12 +41,15 @@ def render(page: Page) -> None:
         with st.container(border=True):
             st.subheader(name)
             left, right = st.columns([1, 2])
-            left.image(res.crop, caption="The 224 x 224 crop the network saw")
+            side = res.crop.shape[0]
+            left.image(res.crop, caption=f"The {side} x {side} crop the network saw")
             with right:
                 st.markdown("**Top-5 classes**")
-                st.table(top_table(res.probs, model.info.num_classes))
+                st.table(top_table(res.probs, model))
+            blocks = model.info.blocks
             fig = shared_figure(
                 "heatmap", (name, photo.digest, net_key(model), mode, ref_key),
                 lambda: gate_heatmap(res.gates, channel_orders(res.gates, mode, ref_gates),
-                                     title=f"SE gates of {name} (16 blocks x channels)"))
+                                     title=f"SE gates of {name} ({len(blocks)} blocks x "
+                                           "channels)", blocks=blocks))
             chart(fig, f"heatmap_{i}", height=430)

@@ -1,6 +1,7 @@
-"""Reduction ratio: parameters and multiply-adds for every r beside the paper's Table 10;
-the SE blocks refit at other r (`se-viz refit`, opened in the sidebar): their curves and
-the user's images' gates and top-5 at each r; and the masking emulation (no refit)."""
+"""Reduction ratio: parameters and multiply-adds for every r beside the paper's Table 10
+(networks whose SE widths are int(C / r)); the SE blocks refit at other r (`se-viz refit`,
+opened in the sidebar): their curves and the user's images' gates and top-5 at each r; and
+the masking emulation (no refit). Blocks without a bottleneck (ECA) have no r."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from typing import Any
 
 import streamlit as st
 
-from ... import labels
 from ...analysis import PAPER_CITATION, PAPER_REDUCTION_TABLE, top_channels
-from ...analysis.refit import summary_rows
-from ...arch import BLOCK_NAMES, STAGES
+from ...analysis.refit import not_reducible, summary_rows, uses_ratio
+from ...arch import hidden_width
+from ...blocks import stages as stages_of
 from ...errors import SEVizError
 from ...plots.reduction import emulation_figure, reduction_figure
 from ...plots.refit import agreement_figure, block_error_figure, refit_gates_figure
 from ...results import Intervention
 from ...runs import emulation, net_key
-from ..common import chart, queue_notice, render_topk_change
+from ..common import block_ui, chart, class_name, queue_notice, render_topk_change
 from ..refit import RefitFolder, refit_network
 from ..sidebar import RATIOS
 from ..state import Page, results, shared_figure
@@ -27,13 +28,13 @@ LABEL = "Reduction ratio"
 
 @st.cache_data(max_entries=4, show_spinner="Counting parameters and FLOPs for each r ...")
 def cost_rows(arch: str) -> list:
-    """Full-size SE-ResNet-50 costs for every r in RATIOS, counted from built models."""
+    """Full-size costs of ``arch`` for every r in RATIOS, counted from built models."""
     from ...engine.costs import reduction_table
 
     return reduction_table(arch, RATIOS, 224)
 
 
-def cost_tables(rows: list, r: float) -> tuple[dict, dict]:
+def cost_tables(rows: list, r: float, stage_labels: list[str]) -> tuple[dict, dict]:
     paper = {p.reduction: p for p in PAPER_REDUCTION_TABLE}
     whole = {"r": [f"{x.reduction:g}" for x in rows],
              "params (M)": [f"{x.params_total / 1e6:.2f}" for x in rows],
@@ -44,7 +45,9 @@ def cost_tables(rows: list, r: float) -> tuple[dict, dict]:
              "paper top-1 err (%)": [_paper(paper, x.reduction, 1) for x in rows],
              "paper top-5 err (%)": [_paper(paper, x.reduction, 2) for x in rows]}
     row = next(x for x in rows if x.reduction == r)
-    stages = {"stage": list(STAGES),
+    if len(stage_labels) != len(row.stage_params):
+        stage_labels = [f"stage {i + 1}" for i in range(len(row.stage_params))]
+    stages = {"stage": stage_labels,
               "params (M)": [f"{v / 1e6:.2f}" for v in row.stage_params],
               "SE params (M)": [f"{v / 1e6:.3f}" for v in row.stage_se_params],
               "GMACs": [f"{v / 1e9:.3f}" for v in row.stage_flops],
@@ -58,14 +61,38 @@ def _paper(paper: dict, r: float, column: int) -> str:
 
 
 def render(page: Page) -> None:
+    info = page.model.info
+    skipped = not_reducible(info.blocks)
+    if len(skipped) == len(info.blocks):
+        st.info(f"**r does not apply** to `{info.arch}`: its attention blocks have no "
+                f"bottleneck ({next(iter(skipped.values()))}). There is nothing to reduce, "
+                "refit or emulate here; choose an SE network in the sidebar.")
+        return
+    if skipped:
+        st.info("**r does not apply** to " + ", ".join(skipped) + ": no bottleneck.")
+    rows = cost_rows(info.arch) if uses_ratio(info.blocks, info.reduction) else []
+    if [float(x.reduction) for x in rows] == [float(r) for r in RATIOS]:
+        render_costs(page, rows)
+    else:  # not built at any r: its widths follow its own rule
+        rules = sorted({b.width_rule for b in info.blocks if b.reducible and b.width_rule})
+        st.info(f"`{info.arch}` is built with its own SE widths ("
+                f"{'; '.join(rules) or 'its own rule'}), not at any r, so the paper's r sweep "
+                "does not apply to it as a whole. The refit and the emulation below still take "
+                "each SE block to h = int(C / r).")
+    render_refit(page)
+    render_emulation(page)
+
+
+def render_costs(page: Page, rows: list) -> None:
+    """The costs at every r (``rows``: `cost_rows`) beside the paper's Table 10."""
     model = page.model
-    rows = cost_rows(model.info.arch)
     st.markdown("Parameters and multiply-adds (the paper's \"FLOPs\") of the full-size "
                 f"`{model.info.arch}` at 224 x 224, counted from built models, beside the "
                 "paper's Table 10.")
     r = st.selectbox("r for the per-stage breakdown", RATIOS, index=RATIOS.index(16),
                      key="cost_r")
-    whole, stages = cost_tables(rows, r)
+    labels_ = list(stages_of(model.info.blocks))
+    whole, stages = cost_tables(rows, r, labels_)
     st.table(whole)
     st.caption(f"Paper: {PAPER_CITATION} ResNet-50 without SE: "
                f"{PAPER_REDUCTION_TABLE[-1].params_m} M parameters, "
@@ -73,9 +100,8 @@ def render(page: Page) -> None:
     st.markdown(f"**Per stage at r = {r}**")
     st.table(stages)
     chart(shared_figure("reduction", (model.info.arch, RATIOS),
-                        lambda: reduction_figure(rows)), "reduction", height=520)
-    render_refit(page)
-    render_emulation(page)
+                        lambda: reduction_figure(rows, stage_labels=labels_)), "reduction",
+          height=520)
 
 
 def render_emulation(page: Page) -> None:
@@ -87,9 +113,11 @@ def render_emulation(page: Page) -> None:
                "zeroing the rest; a network trained at that r would learn different weights. "
                "It shows what pruning the units alone costs (no command to run); the refit "
                "above shows what a bottleneck of that width can still express.")
-    choices = [x for x in RATIOS if x > own]
+    se = [b for b in model.info.blocks if b.reducible]
+    choices = [x for x in RATIOS if any(hidden_width(b.channels, x) < b.hidden for b in se)]
     if not choices:
-        st.info(f"The model already uses r = {own:g}; there is no larger r to emulate.")
+        st.info(f"Every SE block is already at least as narrow as r = {RATIOS[-1]} would "
+                "make it; there is no larger r to emulate.")
         return
     with st.form("emulation"):
         target = st.selectbox("Emulated r", choices, key="emulate_r")
@@ -99,7 +127,9 @@ def render_emulation(page: Page) -> None:
     if target is None or target not in choices:
         return
     spec, intervention = emulation(model, list(loaded.results), target)
-    st.markdown(f"**Emulated r = {target}** (model r = {own:g})")
+    st.markdown(f"**Emulated r = {target}** " + (
+        f"(model r = {own:g})" if uses_ratio(model.info.blocks, own)
+        else "(each SE block keeps at most int(C / r) of its own units)"))
     for i, (photo, res) in enumerate(zip(loaded.photos, loaded.results)):
         with queue_notice() as on_wait:
             out = results().modified(photo, res, model, spec, intervention, on_wait)
@@ -125,8 +155,9 @@ def render_refit(page: Page) -> None:
     render_refit_summary(doc)
     for problem in refit.problems:
         st.warning(problem)
-    chart(shared_figure("refit_errors", (refit.digest,), lambda: block_error_figure(doc)),
-          "refit_errors", height=620)
+    blocks = page.model.info.blocks
+    chart(shared_figure("refit_errors", (refit.digest, page.model.info.arch),
+                        lambda: block_error_figure(doc, blocks)), "refit_errors", height=620)
     chart(shared_figure("refit_agreement", (refit.digest,), lambda: agreement_figure(doc)),
           "refit_agreement", height=600)
     models = refit_models(page, refit)
@@ -172,9 +203,9 @@ def refit_models(page: Page, refit: RefitFolder) -> dict[str, Any]:
 
 
 def render_refit_images(page: Page, models: dict[str, Any]) -> None:
-    own = page.model.info.reduction
-    block = st.selectbox("Block", BLOCK_NAMES, index=BLOCK_NAMES.index("SE_4_6"),
-                         key="refit_block")
+    info = page.model.info
+    own = f"base r = {info.reduction:g}" if uses_ratio(info.blocks, info.reduction) else "base"
+    block = block_ui(st, "Block", info.blocks, "refit_block", se_only=True)
     for i, (photo, res) in enumerate(zip(page.loaded.photos, page.loaded.results)):
         outs = {}
         for key, model in models.items():
@@ -188,15 +219,16 @@ def render_refit_images(page: Page, models: dict[str, Any]) -> None:
                                 lambda: refit_gates_figure(
                                     block, res.gates[block],
                                     {f"r = {k}": o.gates[block] for k, o in outs.items()},
-                                    base_label=f"base r = {own:g}"))
+                                    base_label=own))
             chart(fig, f"refit_gates_{i}", height=520)
             st.table(refit_top5(page.model, res.probs, {k: o.probs for k, o in outs.items()},
                                 own))
 
 
-def refit_top5(model: Any, base: Any, probs: dict[str, Any], own: float) -> dict[str, list]:
-    """Top-5 (class and probability) at the base r and at each refit r, side by side."""
+def refit_top5(model: Any, base: Any, probs: dict[str, Any], own: str) -> dict[str, list]:
+    """Top-5 (class and probability) at the base r (labelled ``own``) and at each refit r,
+    side by side."""
     def top(p: Any) -> list[str]:
         idx = top_channels(p, 5)
-        return [f"{labels.label_for(int(j), model.info.num_classes)} ({p[j]:.1%})" for j in idx]
-    return {f"base r = {own:g}": top(base), **{f"r = {k}": top(p) for k, p in probs.items()}}
+        return [f"{class_name(model, j)} ({p[j]:.1%})" for j in idx]
+    return {own: top(base), **{f"r = {k}": top(p) for k, p in probs.items()}}

@@ -1,7 +1,7 @@
-"""SE block, step by step: one image through one SE block (squeeze, FC1 + ReLU, FC2 +
-sigmoid, reweight) with the shapes on every step; the tutorial's SELayer1 and SELayer2
+"""SE block, step by step: one image through one SE block (squeeze, FC1 + act, FC2 +
+gate, reweight) with the shapes on every step; the tutorial's SELayer1 and SELayer2
 side by side, shown equal on this image; its published SELayer2 and what it computes;
-and where the gate sits in the bottleneck."""
+and where the gate sits in the network."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import inspect
 import numpy as np
 import streamlit as st
 
-from ...arch import BLOCK_NAMES
+from ...blocks import by_name
 from ...plots import maps_mosaic
 from ...plots.diagram import bottleneck_diagram
 from ...plots.steps import vector_figure
 from ...runs import ImageResult, Walkthrough, net_key, walkthrough
-from ..common import chart
+from ..common import block_ui, chart
 from ..state import Page
 
 LABEL = "SE block, step by step"
@@ -29,18 +29,22 @@ def cached_walkthrough(key: tuple, _model, _res: ImageResult, block: str) -> Wal
     return walkthrough(_model, _res, block)
 
 
-def pick_ui(names: list[str]) -> tuple[str, str, int]:
+def pick_ui(names: list[str], blocks) -> tuple[str, str, int]:
     a, b, c = st.columns(3)
     name = a.selectbox("Image", names, key="steps_image")
-    block = b.selectbox("SE block", BLOCK_NAMES, index=BLOCK_NAMES.index("SE_4_6"),
-                        key="steps_block")
+    block = block_ui(b, "SE block", blocks, "steps_block", se_only=True)
     k = c.slider("channels shown", 2, 8, 4, key="steps_k")
     return name, block, k
 
 
 def render(page: Page) -> None:
     loaded, model = page.loaded, page.model
-    name, block, k = pick_ui(loaded.names)
+    if not any(b.reducible for b in model.info.blocks):
+        st.info(f"`{model.info.arch}` has no SE block with fully connected layers to step "
+                "through (its attention blocks are ECA: one 1-D convolution across channels, "
+                "no bottleneck). The other views show its gates.")
+        return
+    name, block, k = pick_ui(loaded.names, model.info.blocks)
     res = loaded.result(name)
     photo = loaded.photo(name)
     walk = cached_walkthrough((photo.digest, net_key(model), block), model, res, block)
@@ -50,9 +54,8 @@ def render(page: Page) -> None:
     with right:
         render_code(walk)
     render_published(walk, k)
-    st.subheader("Add it to ResNet50")
-    chart(bottleneck_diagram(model.info.arch, block, model.info.width, model.info.reduction),
-          "steps_diagram", height=640)
+    st.subheader("Where the gate sits")
+    chart(bottleneck_diagram(by_name(model.info.blocks)[block]), "steps_diagram", height=520)
 
 
 def render_steps(walk: Walkthrough, k: int) -> None:
@@ -67,11 +70,12 @@ def render_steps(walk: Walkthrough, k: int) -> None:
     chart(vector_figure(s.squeeze, f"{walk.block}: squeeze z", "squeeze"), "steps_z",
           height=260)
     hidden = s.hidden.size
-    st.markdown(f"**3. FC1 + ReLU** `(1, {c}) -> (1, {hidden})`: **{s.zero_hidden} of "
-                f"{hidden}** hidden units are zero for this image.")
-    chart(vector_figure(s.hidden, f"{walk.block}: relu(z W1 + b1)", "hidden value"),
+    act, gate = walk.about.act, walk.about.gate.label
+    st.markdown(f"**3. FC1 + {act}** `(1, {c}) -> (1, {hidden})`: **{s.zero_hidden} of "
+                f"{hidden}** hidden units are at or below zero for this image.")
+    chart(vector_figure(s.hidden, f"{walk.block}: {act}(z W1 + b1)", "hidden value"),
           "steps_hidden", height=240)
-    st.markdown(f"**4. FC2 + sigmoid** `(1, {hidden}) -> (1, {c})`: the gates s, one per "
+    st.markdown(f"**4. FC2 + {gate}** `(1, {hidden}) -> (1, {c})`: the gates s, one per "
                 f"channel. Recomputed here from z with this block's weights, they match the "
                 f"network's gates to **{s.mismatch:.1e}**.")
     chart(vector_figure(s.gates, f"{walk.block}: gates s", "gate", (0, 1), shown),
