@@ -34,7 +34,7 @@ def _json(figs: list) -> int:
 
 def _result(model, data: bytes, name: str, engine: str = "auto") -> dict:
     """What se_viz.runs.run_image keeps: gates, squeeze, probabilities and float16 maps."""
-    cap = se_viz.capture(model, [decode_image(data, name)], features=se_viz.BLOCK_NAMES,
+    cap = se_viz.capture(model, [decode_image(data, name)], features=[b.name for b in model.info.blocks],
                          engine=engine)
     return {"gates": {b: g[0] for b, g in cap.gates.items()},
             "squeeze": {b: s[0] for b, s in cap.squeeze.items()},

@@ -53,8 +53,9 @@ def main() -> None:
     crop = np.asarray(images.center_crop(images.decode_image(data, "cat"), model.preprocessing),
                       np.uint8)
     batch = images.normalize(crop, model.preprocessing)[None]
-    wanted = graph.outputs[:3] + [graph._map_out[b] for b in se_viz.BLOCK_NAMES]
-    cap = graph.run(batch, se_viz.BLOCK_NAMES)
+    names = [b.name for b in model.info.blocks]
+    wanted = graph.outputs[:3] + [graph._map_out[b] for b in names]
+    cap = graph.run(batch, names)
     block = "SE_3_4"
     g, s, maps = cap.gates[block][0], cap.squeeze[block][0], cap.features[block].before[0]
 

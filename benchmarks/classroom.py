@@ -118,7 +118,7 @@ def expected_top5(paths: list[Path], width: int) -> dict[str, list[tuple[str, st
     model = se_viz.build_model("se_resnet50_vd", width=width)
     out = {}
     for path in paths:
-        cap = se_viz.capture(model, [se_viz.load_image(path)], features=se_viz.BLOCK_NAMES)
+        cap = se_viz.capture(model, [se_viz.load_image(path)], features=[b.name for b in model.info.blocks])
         idx, p = cap.top_k(5)
         out[path.name] = [(labels.label_for(i, 1000), f"{q:.1%}") for i, q in zip(idx[0], p[0])]
     return out

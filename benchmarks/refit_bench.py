@@ -62,7 +62,7 @@ def bench_fit(model, data: dict, r: float, steps: int) -> tuple[list[Row], dict]
     from se_viz.engine.weights import se_parameters
 
     base = se_parameters(model)
-    widths = hidden_widths(64, r)
+    widths = hidden_widths(model.info.blocks, r)
     n = data["logits"].shape[0]
     train = slice(0, int(0.8 * n))
     held = slice(int(0.8 * n), n)

@@ -1,4 +1,4 @@
-"""se_viz: see what Squeeze-and-Excitation attention does inside SE-ResNet-50 (PaddlePaddle).
+"""se_viz: see what Squeeze-and-Excitation attention does inside SE-family CNNs (PaddlePaddle).
 
 Public API::
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import warnings as _warnings
 
-from .arch import BLOCK_NAMES
 from .errors import InvalidImageError, SEVizError, WeightsError
 from .results import Capture, FeatureMaps, Intervention
 from .version import __version__
@@ -41,4 +40,9 @@ def __getattr__(name: str):  # lazy: `import se_viz` stays cheap until paddle is
         return getattr(importlib.import_module(f".{module}", __name__), attr)
     if name == "plots":
         return importlib.import_module(".plots", __name__)
+    if name == "BLOCK_NAMES":  # kept for old callers: SE-ResNet-50's names only
+        _warnings.warn("se_viz.BLOCK_NAMES lists SE-ResNet-50's blocks only; read "
+                       "model.info.blocks (every network's own list)", DeprecationWarning,
+                       stacklevel=2)
+        return importlib.import_module(".arch", __name__).BLOCK_NAMES
     raise AttributeError(f"module 'se_viz' has no attribute {name!r}")

@@ -46,7 +46,7 @@ def expected_top5(photos: list[Path]) -> dict[str, list[tuple[str, str]]]:
 
     model = se_viz.build_model("se_resnet50_vd", width=WIDTH)
     cap = se_viz.capture(model, [se_viz.load_image(p) for p in photos],
-                         features=se_viz.BLOCK_NAMES, batch_size=1)
+                         features=[b.name for b in model.info.blocks], batch_size=1)
     idx, probs = cap.top_k(5)
     return {p.name: [(labels.label_for(i, 1000), f"{q:.1%}") for i, q in zip(idx[n], probs[n])]
             for n, p in enumerate(photos)}

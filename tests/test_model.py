@@ -6,7 +6,6 @@ import numpy as np
 import paddle
 import pytest
 
-from se_viz import BLOCK_NAMES
 from se_viz.arch import hidden_width
 from se_viz.engine.model import count_parameters, se_blocks
 from se_viz.engine.networks.resnet import SEResNet, se_block, se_resnet50, se_resnet50_vd
@@ -22,7 +21,9 @@ def _se_params(channels, r):
 
 def test_block_names_in_forward_order(tiny_vd):
     names = [n for n, _, _ in se_blocks(tiny_vd)]
-    assert names == list(BLOCK_NAMES)
+    assert names == [f"SE_{s}_{i}" for s, d in zip((2, 3, 4, 5), (3, 4, 6, 3))
+                     for i in range(1, d + 1)]
+    assert names == [b.name for b in tiny_vd.info.blocks]
     assert names[0] == "SE_2_1" and names[-1] == "SE_5_3" and len(names) == 16
     assert [p for _, p, _ in se_blocks(tiny_vd)][:2] == ["bb_0_0.scale", "bb_0_1.scale"]
 

@@ -133,7 +133,7 @@ def warm_imports() -> bool:
 
     from ..plots import gate_heatmap
 
-    gate_heatmap({"SE_2_1": np.zeros(2, np.float32)})
+    gate_heatmap({"block": np.zeros(2, np.float32)})
     return True
 
 

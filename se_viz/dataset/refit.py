@@ -235,5 +235,5 @@ def write_summary(ctx: Context) -> list[tuple[str, str]]:
             done[ratio_key(float(path.stem[1:]))] = figures
     doc = summary(ctx, done, skipped)
     atomic_write(ctx.out / "refit.json", json.dumps(doc, indent=1))
-    write_refit_report(doc, ctx.out / "report.html")
+    write_refit_report(doc, ctx.out / "report.html", ctx.model.info.blocks)
     return skipped

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..analysis.refit import summary_rows
 from ..paths import atomic_write
 
 
-def refit_report_html(doc: Mapping) -> str:
+def refit_report_html(doc: Mapping, blocks: Sequence = ()) -> str:
     """One page: what was refit on what, a table per r, the three figures (plotly.js
-    inlined exactly once, nothing fetched), the skipped files and the held-out list."""
+    inlined exactly once, nothing fetched), the skipped files and the held-out list.
+    ``blocks``: the network's AttentionBlocks (the error lines are grouped by stage)."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
 
     from ..plots.refit import agreement_figure, block_error_figure, se_params_figure
 
-    figs = [block_error_figure(doc), agreement_figure(doc), se_params_figure(doc)]
+    figs = [block_error_figure(doc, blocks), agreement_figure(doc), se_params_figure(doc)]
     divs = "\n".join(pio.to_html(f, full_html=False, include_plotlyjs=False,
                                  div_id=f"refit{i}") for i, f in enumerate(figs))
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>SE blocks refit "
@@ -79,6 +80,7 @@ def _files_html(doc: Mapping, limit: int = 200) -> str:
                   "</ul></details>")
 
 
-def write_refit_report(doc: Mapping, path: str | os.PathLike[str]) -> Path:
+def write_refit_report(doc: Mapping, path: str | os.PathLike[str], blocks: Sequence = ()
+                       ) -> Path:
     """Write `refit_report_html` to ``path`` atomically; returns the path."""
-    return atomic_write(path, refit_report_html(doc))
+    return atomic_write(path, refit_report_html(doc, blocks))
