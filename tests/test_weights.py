@@ -189,16 +189,12 @@ def test_uploaded_bytes_are_only_read_as_safetensors(tmp_path):
     assert set(arrays) == set(src) and len(digest) == 64
 
 
-def test_pth_needs_torch_or_says_so(tmp_path):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        path = tmp_path / "w.pth"
-        path.write_bytes(b"PK")
-        with pytest.raises(WeightsError, match="needs PyTorch"):
-            _build("se_resnet50", path)
-    else:  # pragma: no cover - torch is optional
-        pytest.skip("torch installed: covered by conversion tests")
+def test_a_broken_pth_is_explained_without_torch(tmp_path):
+    """.pth files are read without torch (se_viz.engine.torchfile); a broken one says so."""
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"PK")
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        _build("se_resnet50", path)
 
 
 def test_a_weights_file_changed_on_disk_is_detected(tmp_path):

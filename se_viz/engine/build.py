@@ -26,7 +26,7 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
     """A network ``arch`` (any of `se_viz.arch.ARCHS`) in eval mode, with its weights.
 
     weights: None -> deterministic seeded initialisation (reported as untrained);
-    a path to .pdparams / .safetensors (/.pth with torch) in the network's layout (and, for
+    a path to .pdparams / .safetensors (/ PyTorch .pth, read without torch) in the network's layout (and, for
     SE-ResNet-50, either of its layouts), loaded strictly; "pretrained" -> the default
     ImageNet file, downloaded once into the cache.
     num_classes: None -> read from the file's classifier (a fine-tuned head of K classes

@@ -137,21 +137,10 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError(f"{path.name}: reading .pth files needs PyTorch, which is not "
-                           "installed. Install torch or convert the checkpoint to .safetensors "
-                           "elsewhere.") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path.name}: torch could not read it safely ({exc})") from exc
-    for nest in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(nest), Mapping):
-            obj = obj[nest]
-            break
-    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+    """A PyTorch checkpoint (.pth/.pt/.bin), read without torch and without running it."""
+    from .torchfile import read_pth
+
+    return read_pth(path.read_bytes(), path.name)
 
 
 def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
@@ -160,7 +149,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise WeightsError(f"{path.name}: unsupported weights format '{suffix}'; use "
-                           f"{', '.join(SUFFIXES[:2])} (or .pth with torch installed)")
+                           f"{', '.join(SUFFIXES[:2])} (or a PyTorch .pth state dict)")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
