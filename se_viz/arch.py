@@ -23,6 +23,7 @@ FULL_WIDTH = 64  # first stage's bottleneck width of SE-ResNet-50 (tests use 8)
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.9
 DEFAULT_REDUCTION = 16
+REDUCTION_RATIOS = (1, 2, 4, 8, 16, 32, 64)  # the r se_viz offers (the paper's Table 10 and more)
 
 # the layout a weights file has -> the arch it belongs to
 LAYOUT_ARCH = {"paddleclas": "se_resnet50_vd", "se_viz": "se_resnet50", "timm": "se_resnet50",

@@ -262,3 +262,25 @@ def test_many_images_are_batched_in_order(tmp_path, tiny_full_head):
     ref = se_viz.capture(tiny_full_head, [load_image(p) for p in files])
     np.testing.assert_allclose(gates["SE_3_2"], ref.gates["SE_3_2"], atol=1e-5)
     np.testing.assert_allclose(logits, ref.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_capture_with_another_family_and_a_finetuned_head(tmp_path, capsys):
+    """--arch of a new family, a 10-class checkpoint (K read from the file) and --labels."""
+    from se_viz.engine.build import build_model
+    from se_viz.engine.weights import export_state, save_safetensors
+
+    weights = save_safetensors(export_state(build_model("lcnet_100", num_classes=10, seed=4)),
+                               tmp_path / "tuned.safetensors")
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"part {i}\n" for i in range(10)), "utf-8")
+    out_file = tmp_path / "g.npz"
+    assert main(["capture", str(CAT), "--arch", "lcnet_100", "--weights", str(weights),
+                 "--labels", str(names), "--out", str(out_file)]) == 0
+    with np.load(out_file) as data:
+        gates = [k for k in data.files if k.startswith("SE_")]
+        assert data["logits"].shape == (1, 10) and len(gates) == 2
+    assert main(["capture", str(CAT), "--arch", "lcnet_100", "--weights", str(weights),
+                 "--labels", str(names)]) == 0
+    assert "  1. part " in capsys.readouterr().out
+    assert main(["capture", str(CAT), "--arch", "lcnet_100", "--reduction", "8"]) == 1
+    assert "reduction and width apply to" in capsys.readouterr().err

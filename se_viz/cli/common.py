@@ -54,13 +54,6 @@ def resolve_weights(arch: str, weights: str | None) -> str | None:
     return None
 
 
-def accepts(function, name: str) -> bool:
-    """Whether ``function`` takes a keyword argument ``name``."""
-    import inspect
-
-    return name in inspect.signature(function).parameters
-
-
 def load_model(args: argparse.Namespace):
     """The network the model options describe; ``--labels`` (capture) goes to build_model
     when it takes class names."""
@@ -72,17 +65,17 @@ def load_model(args: argparse.Namespace):
     bar = None
     if weights == "pretrained" and download.cached_path(args.arch) is None:
         bar, progress = progress_bar(PRETRAINED[args.arch].filename)
-    labels = getattr(args, "labels", None)
-    extra = {"labels": labels} if labels and accepts(build_model, "labels") else {}
     try:
         return build_model(args.arch, weights, reduction=args.reduction,
                            num_classes=args.num_classes, width=args.width,
                            se_impl=args.se_impl, progress=progress,
-                           se_weights=getattr(args, "se_weights", None), **extra)
-    except ValueError as exc:
-        if extra and "labels" in str(exc):  # read_labels says what to fix in the file
+                           se_weights=getattr(args, "se_weights", None),
+                           labels=getattr(args, "labels", None))
+    except ValueError as exc:  # the options or the labels file: each message says what to fix
+        labels = getattr(args, "labels", None)
+        if labels and "labels" in str(exc):
             raise SEVizError(f"--labels {labels}: {exc}") from None
-        raise
+        raise SEVizError(str(exc)) from None
     finally:
         if bar is not None:
             bar.close()
@@ -112,12 +105,15 @@ def model_options(p: argparse.ArgumentParser, arch_default: str | None = "se_res
                    ) -> None:
     p.add_argument("--arch", choices=ARCHS, default=arch_default,
                    help="network layout (default: %(default)s)")
-    p.add_argument("--reduction", type=ratio, default=16, help="SE reduction ratio r (16)")
+    p.add_argument("--reduction", type=ratio, default=None,
+                   help="SE reduction ratio r of SE-ResNet-50 weights (default 16; other "
+                        "networks have their own widths)")
     p.add_argument("--se-impl", choices=SE_IMPLS, default="linear",
                    help="SE block's fully connected layers: nn.Linear (PaddleClas) or 1x1 "
                         "conv (timm); the same numbers (default: %(default)s)")
-    p.add_argument("--num-classes", type=positive, default=1000, help="classifier size (1000)")
-    p.add_argument("--width", type=positive, default=64, help=argparse.SUPPRESS)  # tests/demos
+    p.add_argument("--num-classes", type=positive, default=None,
+                   help="classifier size (default: read from the weights file, else 1000)")
+    p.add_argument("--width", type=positive, default=None, help=argparse.SUPPRESS)  # demos
 
 
 def workers_option(p: argparse.ArgumentParser) -> None:

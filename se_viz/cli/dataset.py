@@ -88,8 +88,8 @@ def add_refit(sub: argparse._SubParsersAction) -> None:
                    "to end, backbone frozen, distilling the base network's predictions")
     p.add_argument("--batch-size", type=positive, default=16)
     workers_option(p)
-    hidden = {"--base-reduction": (ratio, 16), "--num-classes": (positive, 1000),
-              "--width": (positive, 64), "--seed": (int, 0), "--image-size": (positive, None),
+    hidden = {"--base-reduction": (ratio, None), "--num-classes": (positive, None),
+              "--width": (positive, None), "--seed": (int, 0), "--image-size": (positive, None),
               "--shard-size": (positive, 256), "--max-shards": (positive, None),
               "--steps": (positive, 400), "--lr": (float, 3e-3),
               "--finetune-epochs": (positive, 2), "--finetune-lr": (float, 1e-4),

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i = wsub.add_parser("install", help="place a weights file you already have in the cache")
     i.add_argument("file")
     i.add_argument("--arch", choices=ARCHS, default="se_resnet50_vd")
-    i.add_argument("--width", type=positive, default=64, help=argparse.SUPPRESS)
+    i.add_argument("--width", type=positive, default=None, help=argparse.SUPPRESS)
     i.set_defaults(func=cmd_weights_install)
     c = wsub.add_parser("convert", help="write any supported file in se_viz's layout")
     c.add_argument("input", metavar="IN")

@@ -28,9 +28,9 @@ class Settings:
 
     arch: str = "se_resnet50_vd"
     weights: str | None = None  # a path, "pretrained", or None (seeded, untrained)
-    reduction: float = 16
-    num_classes: int = 1000
-    width: int = 64
+    reduction: float | None = None
+    num_classes: int | None = None  # None: from the weights file (1000 without one)
+    width: int | None = None        # SE-ResNet-50 only (None: the network's own)
     seed: int = 0
     image_size: int | None = None  # resize short side and crop to this (None: 256 -> 224)
     batch_size: int = 16

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.refit import FitSettings, fit_block, hidden_widths, holdout_split, ratio_key
+from ..arch import hidden_width
 from ..errors import DatasetError
 from ..paths import atomic_write
 from ..version import __version__
@@ -156,10 +157,12 @@ def _ratio(ctx: Context, r: float) -> bool:
 
 
 def _trainable(ctx: Context, r: float) -> bool:
-    """--finetune, at an r narrower than the base's: at r <= the base r the base block
-    itself is a solution (its units plus zero-weight ones), the blockwise fit starts and
-    stays there, and there is nothing to distil."""
-    return ctx.settings.finetune and r > ctx.settings.reduction
+    """--finetune, at an r that makes some SE block narrower than the base's: where every
+    block is at least as wide as the base block, the base block itself is a solution (its
+    units plus zero-weight ones), the blockwise fit starts and stays there, and there is
+    nothing to distil."""
+    return ctx.settings.finetune and any(hidden_width(b.channels, r) < b.hidden
+                                         for b in ctx.model.info.blocks if b.reducible)
 
 
 def _copy_blockwise(ctx: Context, r: float) -> None:

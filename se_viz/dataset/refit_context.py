@@ -22,9 +22,9 @@ class RefitSettings:
 
     arch: str = "se_resnet50_vd"
     weights: str | None = None  # a path, "pretrained", or None (seeded, untrained)
-    reduction: float = 16       # r of the base network
-    num_classes: int = 1000
-    width: int = 64
+    reduction: float | None = None       # r of the base network
+    num_classes: int | None = None  # None: from the weights file (1000 without one)
+    width: int | None = None        # SE-ResNet-50 only (None: the network's own)
     seed: int = 0
     image_size: int | None = None
     batch_size: int = 16

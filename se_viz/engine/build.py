@@ -19,7 +19,7 @@ from .weights import (RESNET50_ARCHS, classes_in_file, init_seeded, load_arrays,
 
 def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None = None,
                 reduction: float | None = None, num_classes: int | None = None, *,
-                width: int = 64, seed: int = 0, se_impl: str = "linear",
+                width: int | None = None, seed: int = 0, se_impl: str = "linear",
                 progress: Callable[[int, int | None], None] | None = None,
                 se_weights: str | os.PathLike | None = None,
                 labels: str | os.PathLike | bytes | Sequence[str] | None = None) -> nn.Layer:
@@ -32,8 +32,9 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
     num_classes: None -> read from the file's classifier (a fine-tuned head of K classes
     loads as it is), 1000 without a file. labels: the class names (a text file, one a line,
     or a list), kept in ``model.info.class_names``.
-    reduction, width, se_impl: SE-ResNet-50 only (r, first-stage width, the SE layers as
-    "linear" or 1x1 "conv"); other networks have their own fixed widths.
+    reduction, width, se_impl: SE-ResNet-50 only (r, default 16; first-stage width, default
+    its published 64; the SE layers as "linear" or 1x1 "conv"); other networks have their
+    own fixed widths.
     se_weights: an SE-only file of ``se-viz refit`` (OUT/se_r8.safetensors) refit on these
     base weights: the network then has its SE blocks at the file's r.
     ``model.info`` describes the result (``info.blocks``: its attention blocks);
@@ -64,12 +65,12 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
     return _with_se(model, se_weights)
 
 
-def _options(arch: str, reduction: float | None, width: int, se_impl: str) -> dict:
+def _options(arch: str, reduction: float | None, width: int | None, se_impl: str) -> dict:
     """The build options ``arch`` takes: r, width and SE form are SE-ResNet-50's."""
     if arch in RESNET50_ARCHS:
-        return {"reduction": 16 if reduction is None else reduction, "width": width,
-                "se_impl": se_impl}
-    if reduction is not None or width != 64:
+        return {"reduction": 16 if reduction is None else reduction, "se_impl": se_impl,
+                **({} if width is None else {"width": width})}
+    if reduction is not None or width is not None:
         raise ValueError(f"reduction and width apply to {' and '.join(RESNET50_ARCHS)} only; "
                          f"{arch} is built with its own published widths (refit other SE "
                          "widths with 'se-viz refit')")
@@ -86,7 +87,7 @@ def _with_se(model: nn.Layer, se_weights: str | os.PathLike | None) -> nn.Layer:
 
 
 def model_from_bytes(arch: str, data: bytes, name: str, *, reduction: float | None = None,
-                     width: int = 64, se_impl: str = "linear",
+                     width: int | None = None, se_impl: str = "linear",
                      num_classes: int | None = None) -> nn.Layer:
     """A model with uploaded weights: ``data`` is only ever read as safetensors."""
     arrays, meta, digest = read_bytes(data, name)

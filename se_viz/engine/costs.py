@@ -25,6 +25,7 @@ import paddle
 
 from paddle import nn
 
+from ..arch import REDUCTION_RATIOS
 from .hooks import ShapeRecorder, eval_mode, model_lock
 from .model import attention_layers, count_parameters
 from .networks import build
@@ -115,7 +116,8 @@ def model_costs(model: nn.Layer, input_size: int = 224, *,
 
 
 @lru_cache(maxsize=64)
-def network_costs(arch: str, reduction: float | None = 16, input_size: int = 224, width: int = 64, *,
+def network_costs(arch: str, reduction: float | None = 16, input_size: int = 224,
+                  width: int | None = None, *,
                   stride_in_1x1: bool = False) -> NetworkCosts:
     """Costs of ``arch`` (1000 classes) at reduction ``reduction`` (SE-ResNet-50; other
     networks have their own widths and take None), from a model built for it.
@@ -123,12 +125,13 @@ def network_costs(arch: str, reduction: float | None = 16, input_size: int = 224
     Results are cached per argument set (`NetworkCosts` is frozen, so sharing is safe).
     """
     resnet50 = arch in ("se_resnet50_vd", "se_resnet50")
-    model = build(arch, **({"reduction": reduction, "width": width} if resnet50 else {}))
+    options = {"reduction": reduction, **({"width": width} if width else {})}
+    model = build(arch, **(options if resnet50 else {}))
     return model_costs(model, input_size, stride_in_1x1=stride_in_1x1)
 
 
 def reduction_table(arch: str = "se_resnet50_vd",
-                    ratios: Iterable[float] = (1, 2, 4, 8, 16, 32, 64),
+                    ratios: Iterable[float] = REDUCTION_RATIOS,
                     input_size: int = 224) -> list[NetworkCosts]:
     """`network_costs` for each r in ``ratios`` (results cached per argument set)."""
     return list(_reduction_table(arch, tuple(ratios), int(input_size)))
