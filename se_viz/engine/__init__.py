@@ -13,6 +13,9 @@
     capture.py  capture(): either engine behind one call
     costs.py    parameters and multiply-adds, counted from the built model
     runtime.py  CPU threads, eager mode across threads
+    compat.py   every Paddle private attribute se_viz reads, with the versions it was
+                checked on (a Paddle upgrade breaks here, loudly)
+    torchfile.py  PyTorch .pth files read without torch (arrays only, nothing runs)
 
 Importing it lets Paddle use every core (``$SE_VIZ_THREADS`` overrides that).
 """

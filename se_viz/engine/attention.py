@@ -93,11 +93,11 @@ class SEModule(nn.Layer):
 
     @property
     def reduce(self) -> nn.Layer:
-        return self._sub_layers[self.names[0]]
+        return getattr(self, self.names[0])
 
     @property
     def expand(self) -> nn.Layer:
-        return self._sub_layers[self.names[1]]
+        return getattr(self, self.names[1])
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         y = self.pool(x)  # (N, C, 1, 1)

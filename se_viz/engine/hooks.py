@@ -29,6 +29,24 @@ from paddle import nn
 from ..results import Capture, FeatureMaps, Intervention
 from .model import se_blocks
 
+# The traced graph's outputs, by role, in this order: these three, then for each feature
+# block (forward order) its maps before and after SE (`map_output`). The recorder returns
+# them (`GateRecorder.outputs`); the graph runner (`traced.FastGraph`) reads them by role.
+GRAPH_OUTPUTS = ("logits", "gates", "squeeze")
+MAP_SIDES = ("before", "after")
+
+
+def map_output(side: str, block: str) -> str:
+    """The role of a feature block's maps ``side`` ("before" or "after" SE): "before:SE_2_1"."""
+    return f"{side}:{block}"
+
+
+def graph_outputs(feature_blocks: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every output role of a graph traced with ``feature_blocks``, in output order."""
+    return GRAPH_OUTPUTS + tuple(map_output(side, name) for name in feature_blocks
+                                 for side in MAP_SIDES)
+
+
 _LOCKS: "weakref.WeakKeyDictionary[nn.Layer, threading.Lock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -121,8 +139,7 @@ class GateRecorder:
             add(se.act.register_forward_post_hook(plain(self._mask_hook(name, se.hidden))))
         if name in self.feature_blocks:
             add(se.register_forward_pre_hook(plain(self._store_input(self.before[name]))))
-            if not self.symbolic:  # traced: after = before * gate, computed by the reader
-                add(se.register_forward_post_hook(plain(self._store(self.after[name]))))
+            add(se.register_forward_post_hook(plain(self._store(self.after[name]))))
 
     def _store(self, store: list):
         def hook(layer: nn.Layer, inputs: Any, output: paddle.Tensor) -> None:
@@ -183,12 +200,16 @@ class GateRecorder:
 
     @paddle.jit.not_to_static
     def outputs(self, logits: paddle.Tensor) -> list[paddle.Tensor]:
-        """Symbolic: [logits, gates (N, sum of C), squeeze (N, sum of C), then the maps
-        before SE of every feature block (N, C, H', W')], blocks in forward order."""
+        """Symbolic: the tensors of `graph_outputs` (feature blocks of this recorder), in
+        its order: logits, gates (N, sum of C), squeeze (N, sum of C), then each feature
+        block's maps before and after SE (N, C, H', W'); blocks in forward order."""
         def flat(parts: dict[str, list]) -> paddle.Tensor:
             return paddle.concat([parts[n][0].reshape([0, -1]) for n in self.names], axis=1)
-        return [logits, flat(self.gates), flat(self.squeeze)] + \
-            [self.before[n][0] for n in self.feature_blocks]
+        value = {"logits": logits, "gates": flat(self.gates), "squeeze": flat(self.squeeze)}
+        for name in self.feature_blocks:
+            value[map_output("before", name)] = self.before[name][0]
+            value[map_output("after", name)] = self.after[name][0]
+        return [value[role] for role in graph_outputs(self.feature_blocks)]
 
 
 def capture_hooks(model: nn.Layer, batch: np.ndarray, features: Iterable[str] = (),

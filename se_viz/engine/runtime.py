@@ -1,10 +1,13 @@
-"""How Paddle runs in this process: CPU threads and eager mode across threads."""
+"""How Paddle runs in this process: CPU threads and eager mode across threads. The private
+Paddle accesses this needs are in `se_viz.engine.compat`."""
 
 from __future__ import annotations
 
 import os
 
 import paddle
+
+from . import compat
 
 
 def cpu_threads() -> int:
@@ -36,7 +39,7 @@ def set_cpu_threads(n: int | None = None) -> int:
     n = cpu_threads() if n is None else int(n)
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n!r}")
-    paddle.base.core.set_num_threads(n)
+    compat.set_num_threads(n)
     return n
 
 
@@ -50,10 +53,8 @@ def keep_eager_mode(keep: list) -> None:
     but got EagerParamBase"). ``keep`` (a list that lives as long as the process) holds the
     guard so that this never happens; a thread that still finds eager mode off turns it on.
     """
-    from paddle.base import framework
-
     if not paddle.in_dynamic_mode():
         paddle.disable_static()
-    guard = framework.global_var._functional_dygraph_context_manager
+    guard = compat.eager_mode_guard()
     if guard is not None and all(g is not guard for g in keep):
         keep.append(guard)

@@ -3,10 +3,11 @@ ONNX Runtime.
 
 `TracedForward` runs the model inside a symbolic `GateRecorder`; ``paddle.jit.to_static``
 traces it, the recorder's hooks hand out the traced gates, squeeze values (and, for the
-``maps`` variant, every block's maps before SE), and the traced program returns them as
-extra outputs. The program is saved with ``paddle.jit.save``, converted by ``paddle2onnx``
-and run by ONNX Runtime. Nothing here restates the network: a change to
-`se_viz.engine.model` needs no change here.
+``maps`` variant, every block's maps before and after SE), and the traced program returns
+them as extra outputs, in the order of `hooks.graph_outputs` (read here by role). The
+program is saved with ``paddle.jit.save``, converted by ``paddle2onnx`` and run by ONNX
+Runtime. Nothing here restates the network: a change to `se_viz.engine.model` needs no
+change here. Paddle's internals are read through `se_viz.engine.compat` only.
 
 * Cache key: sha256 of the traced program (framework-generated names replaced by the
   model's own parameter names) and of every weight. Any change to the network or the
@@ -23,7 +24,6 @@ and run by ONNX Runtime. Nothing here restates the network: a change to
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import logging
@@ -44,7 +44,9 @@ from paddle import nn
 
 from ..paths import atomic_write, graph_cache_dir
 from ..results import Capture, FeatureMaps
-from .hooks import GateRecorder, capture_hooks, check_names, model_lock
+from . import compat
+from .hooks import (MAP_SIDES, GateRecorder, capture_hooks, check_names, graph_outputs,
+                    map_output, model_lock)
 from .model import se_blocks
 from .runtime import cpu_threads, ort_spinning
 from .weights import export_state
@@ -79,8 +81,8 @@ def supports(model: object) -> bool:
 class TracedForward(nn.Layer):
     """``model``'s forward with a symbolic `GateRecorder` around it: what gets traced.
 
-    Returns [logits, gates (N, sum of C), squeeze (N, sum of C)] and, with ``maps``, every
-    block's maps before SE (N, C, H', W'), blocks in forward order.
+    Returns the tensors of `hooks.graph_outputs`: logits, gates and squeeze and, with
+    ``maps``, every block's maps before and after SE.
     """
 
     def __init__(self, model: nn.Layer, maps: bool = False) -> None:
@@ -218,55 +220,67 @@ def ort_session(onnx: bytes, threads: int, spin: bool | None = None):
 
 
 class FastGraph:
-    """An ONNX Runtime session over a traced graph; `run` returns a `Capture`."""
+    """An ONNX Runtime session over a traced graph; `run` returns a `Capture`.
+
+    Its outputs are read by role (`hooks.graph_outputs`), mapped once from the ONNX output
+    names in order; a graph with another number of outputs is refused."""
 
     def __init__(self, onnx: bytes, blocks: Sequence[tuple[str, int]], maps: bool,
                  threads: int) -> None:
         self.session = ort_session(onnx, threads)
         self.input = self.session.get_inputs()[0].name
-        self.outputs = [o.name for o in self.session.get_outputs()]
         self.blocks = [name for name, _ in blocks]
         self.maps = maps
-        expected = 3 + (len(self.blocks) if maps else 0)
-        if len(self.outputs) != expected:
-            raise GraphError(f"the traced graph has {len(self.outputs)} outputs, expected "
-                               f"{expected}; use engine='eager'")
+        roles = graph_outputs(self.blocks if maps else ())
+        names = [o.name for o in self.session.get_outputs()]
+        if len(names) != len(roles):
+            raise GraphError(f"the traced graph has {len(names)} outputs, expected "
+                             f"{len(roles)}; use engine='eager'")
+        self.output = dict(zip(roles, names))  # role -> ONNX output name
         edges = np.cumsum([0] + [int(c) for _, c in blocks])
         self._columns = {n: slice(int(a), int(b)) for n, a, b in zip(self.blocks, edges, edges[1:])}
-        self._map_out = dict(zip(self.blocks, self.outputs[3:])) if maps else {}
 
     def run(self, batch: np.ndarray, features: Sequence[str] = ()) -> Capture:
         """Capture of one (N, 3, H, W) float32 batch: logits, every gate and squeeze (views
         into the concatenated outputs) and, for the blocks in ``features`` (maps variant),
-        the maps before and after SE (before * gate, as the block computes it)."""
+        the maps before and after SE (the SE layer's input and output)."""
         if features and not self.maps:
             raise ValueError("this graph has no feature-map outputs; use the maps variant")
-        wanted = self.outputs[:3] + [self._map_out[n] for n in features]
-        out = self.session.run(wanted, {self.input: batch})
-        gates = {n: out[1][:, cols] for n, cols in self._columns.items()}
-        maps = {n: FeatureMaps(m, m * gates[n][:, :, None, None])
-                for n, m in zip(features, out[3:])}
-        return Capture(logits=out[0], gates=gates,
-                       squeeze={n: out[2][:, cols] for n, cols in self._columns.items()},
-                       features=maps)
+        roles = graph_outputs(features)
+        out = dict(zip(roles, self.session.run([self.output[r] for r in roles],
+                                               {self.input: batch})))
+        return Capture(
+            logits=out["logits"],
+            gates={n: out["gates"][:, cols] for n, cols in self._columns.items()},
+            squeeze={n: out["squeeze"][:, cols] for n, cols in self._columns.items()},
+            features={n: FeatureMaps(out[map_output("before", n)], out[map_output("after", n)])
+                      for n in features})
 
 
 class ModelState:
     """What a graph was made from, checked before every run in about half a millisecond at
     full size: every sublayer (identity, class, a replaced forward, its hooks), every
     parameter and buffer object, and their contents (data pointers, in-place versions and
-    its first, middle and last values read in place).
+    their first, middle and last values read in place).
 
-    It walks Paddle's per-layer dicts (``_sub_layers``, ``_parameters``, ``_buffers`` and
-    the hook dicts) directly: the public iterators cost several times as much."""
+    It walks Paddle's per-layer dicts directly (`compat.layer_parts`): the public iterators
+    cost several times as much."""
 
     def __init__(self, model: nn.Layer) -> None:
         self.model = weakref.ref(model)
         self.structure, self.tensors = self._walk(model)
-        self.views = [self._view(t) for t in self.tensors]
-        self.index = [np.unique(np.array([0, v.size // 2, v.size - 1], np.intp))
-                      for v in self.views]
+        memory = [compat.memory(t) for t in self.tensors]  # (numel, element size) bytes
+        self.views = [m.reshape(-1) for m in memory]
+        self.index = [self._sample_bytes(*m.shape) for m in memory]
         self.contents = self._contents()
+
+    @staticmethod
+    def _sample_bytes(n: int, size: int) -> np.ndarray:
+        """Byte offsets of the first, middle and last of ``n`` values of ``size`` bytes."""
+        if n == 0:
+            return np.empty(0, np.intp)
+        first = np.unique(np.array([0, n // 2, n - 1], np.intp)) * size
+        return (first[:, None] + np.arange(size)).ravel()
 
     @staticmethod
     def _walk(model: nn.Layer) -> tuple[list, list]:
@@ -274,21 +288,21 @@ class ModelState:
         forwards, hook ids, parameter and buffer objects) and the tensors. The model itself
         is not in it (only weakly referenced), so a dropped model is freed."""
         structure, tensors, stack = [], [], [model]
-        add, keep = structure.append, tensors.append
+        add, keep, parts = structure.append, tensors.append, compat.layer_parts
         while stack:
             layer = stack.pop()
-            pre, post = layer._forward_pre_hooks, layer._forward_post_hooks
+            pre, post, params, buffers, subs = parts(layer)
             add(None if layer is model else layer)
             add(type(layer))
             add(layer.__dict__.get("forward"))
             add(tuple(pre) if pre else ())
             add(tuple(post) if post else ())
-            for group in (layer._parameters, layer._buffers):
+            for group in (params, buffers):
                 for t in group.values():
                     if t is not None:
                         add(t)
                         keep(t)
-            stack += layer._sub_layers.values()
+            stack += subs.values()
         return structure, tensors
 
     def _same_structure(self, model: nn.Layer) -> bool:
@@ -296,14 +310,9 @@ class ModelState:
         return len(now) == len(self.structure) and all(
             a is b or (type(a) is tuple and a == b) for a, b in zip(now, self.structure))
 
-    @staticmethod
-    def _view(t: paddle.Tensor) -> np.ndarray:
-        n = int(np.prod(t.shape))
-        return np.ctypeslib.as_array((ctypes.c_float * n).from_address(t.data_ptr()))
-
     def _contents(self) -> tuple:
-        ptrs = [t.data_ptr() for t in self.tensors]
-        versions = [t._inplace_version() for t in self.tensors]
+        ptrs = compat.data_ptrs(self.tensors)
+        versions = compat.inplace_versions(self.tensors)
         if getattr(self, "contents", None) is not None and ptrs != self.contents[0]:
             return ptrs, versions, b""  # moved: never read memory through the old views
         sample = np.concatenate([v[i] for v, i in zip(self.views, self.index)])
@@ -431,8 +440,9 @@ def _probe(model: nn.Layer, graph: FastGraph) -> None:
     worst = max(float(np.abs(got.gates[n] - ref.gates[n]).max()) for n in ref.gates)
     scale = float(np.abs(ref.logits).max()) + 1.0
     logit_gap = float(np.abs(got.logits - ref.logits).max()) / scale
-    maps_gap = max((float(np.abs(got.features[n].before - f.before).max()) /
-                    (float(np.abs(f.before).max()) + 1.0) for n, f in ref.features.items()),
+    maps_gap = max((float(np.abs(getattr(got.features[n], side) - getattr(f, side)).max()) /
+                    (float(np.abs(getattr(f, side)).max()) + 1.0)
+                    for n, f in ref.features.items() for side in MAP_SIDES),
                    default=0.0)
     if not (worst <= PROBE_ATOL and logit_gap <= PROBE_ATOL and maps_gap <= PROBE_ATOL):
         raise GraphError(f"the converted graph differs from the eager forward on a probe "
