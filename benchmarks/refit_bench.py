@@ -58,7 +58,7 @@ def pairs(model, n: int, cache: Path) -> dict[str, np.ndarray]:
 
 
 def bench_fit(model, data: dict, r: float, steps: int) -> tuple[list[Row], dict]:
-    from se_viz.analysis.refit import FitSettings, fit_block, gate_errors, hidden_widths
+    from se_viz.analysis.se_fit import FitSettings, fit_block, gate_errors, hidden_widths
     from se_viz.engine.weights import se_parameters
 
     base = se_parameters(model)

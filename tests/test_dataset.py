@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from se_viz.cli import EXIT_FAILED
 from se_viz.cli import main as cli_main
 from se_viz import dataset
 from se_viz.dataset import decode, shards
@@ -349,7 +350,7 @@ def test_bad_files_are_skipped_listed_and_exit_non_zero(tmp_path, capsys):
     all_bad = npz_arrays(tmp_path / "out" / "shards" / "shard_00003.npz")
     assert all_bad["class_ids"].size == 0 and all_bad["bad_index"].tolist() == [6, 7]
     assert all_bad["index"].size == 0 and all_bad["block_mean"].shape == (0, 16)
-    assert code == dataset.EXIT_FAILED == 1
+    assert code == EXIT_FAILED == 1
     err = capsys.readouterr().err
     assert "3 file(s) could not be used" in err and "pug/0001.png" in err
     lines = (tmp_path / "out" / "skipped.txt").read_text().splitlines()

@@ -312,7 +312,7 @@ def test_diagram_is_drawn_from_the_blocks_own_description():
 
 
 def test_block_error_figure_groups_by_the_blocks_stages():
-    from se_viz.plots.refit import block_error_figure
+    from se_viz.plots.refit_figures import block_error_figure
 
     row = {"rmse": 0.1, "max": 0.2, "pruned_rmse": 0.3}
     doc = {"fits": {"8": {"blocks": {"SE_1_1": row, "SE_1_2": row, "SE_2_1": row}}}}

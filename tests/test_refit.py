@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from se_viz.analysis.refit import (FitSettings, fit_block, gate_errors, hidden_widths,
+from se_viz.analysis.se_fit import (FitSettings, fit_block, gate_errors, hidden_widths,
                                    holdout_split, not_reducible, se_gates, se_parameter_count,
                                    uses_ratio)
 from se_viz.arch import hidden_width
 from se_viz.blocks import HARD_SIGMOID, AttentionBlock
 from se_viz.cli import main as cli_main
 from se_viz.dataset import RunOptions
-from se_viz.dataset.refit import RefitSettings, refit
+from se_viz.refit import RefitSettings, refit
 from se_viz.errors import DatasetError, WeightsError
 from se_viz.results import SEParameters
 
@@ -348,7 +348,7 @@ def test_bad_settings_are_refused_clearly(folder, tmp_path, capsys):
 def test_report_is_one_standalone_html_page(ref):
     from plotly.offline import get_plotlyjs
 
-    from se_viz.plots.refit import AGREEMENT_TITLE, ERROR_TITLE, PARAMS_TITLE
+    from se_viz.plots.refit_figures import AGREEMENT_TITLE, ERROR_TITLE, PARAMS_TITLE
 
     text = (ref / "report.html").read_text("utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
@@ -360,7 +360,7 @@ def test_report_is_one_standalone_html_page(ref):
 
 
 def test_figures_hold_the_numbers_of_refit_json(ref):
-    from se_viz.plots.refit import agreement_figure, block_error_figure, refit_gates_figure
+    from se_viz.plots.refit_figures import agreement_figure, block_error_figure, refit_gates_figure
 
     doc = doc_of(ref)
     fig = block_error_figure(doc)

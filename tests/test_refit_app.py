@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from se_viz.dataset import RunOptions
-from se_viz.dataset.refit import RefitSettings, refit
+from se_viz.refit import RefitSettings, refit
 
 from .test_app import CAT, _no_exception, _texts, _top5, _upload, _view, fresh_app
 from .browser import CHROMIUM, app_page, uploader, wait_for_heatmap

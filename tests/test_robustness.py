@@ -21,7 +21,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import se_viz.cache
-import se_viz.runs
+import se_viz.runs.results
 from se_viz import images
 from se_viz.engine.build import build_model
 from se_viz.engine.weights import export_state, save_safetensors
@@ -48,7 +48,7 @@ def caches(monkeypatch) -> list:
             super().__init__(*args, **kw)
             made.append(self)
 
-    monkeypatch.setattr(se_viz.runs, "BoundedCache", Recording)
+    monkeypatch.setattr(se_viz.runs.results, "BoundedCache", Recording)
     return made
 
 

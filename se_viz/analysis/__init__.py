@@ -5,7 +5,8 @@
     paper.py          the SENet paper's tables and findings
     reduction.py      SE hidden-unit importance and masks emulating a narrower bottleneck
     dataset_stats.py  per-class statistics of a data set (stats.npz) and typicality
-    refit.py          fitting SE blocks at another reduction ratio (se-viz refit)
+    se_fit.py         fitting an SE block's MLP at another width to the base network's
+                      (squeeze, gate) pairs, and its figures of merit (se-viz refit's maths)
 
 The names most views use are importable from here directly.
 """

@@ -3,7 +3,7 @@
 
 Every numpy recomputation of an SE block uses this module: the step-by-step view
 (`se_viz.analysis.se_steps`), the hidden-unit importance (`se_viz.analysis.reduction`) and
-the refit (`se_viz.analysis.refit`). The gate (`se_viz.blocks.Gate`: sigmoid or hard
+the refit (`se_viz.analysis.se_fit`). The gate (`se_viz.blocks.Gate`: sigmoid or hard
 sigmoid) and the inner activation are the block's own (``AttentionBlock.gate``, ``.act``).
 """
 

@@ -13,8 +13,7 @@ from typing import Any
 import streamlit as st
 
 from ..errors import DatasetError, SEVizError
-
-REFIT_FORMAT = "se_viz.refit/1"  # as se_viz.dataset.refit writes it
+from ..refit import REFIT_FORMAT
 
 
 @dataclass(frozen=True)

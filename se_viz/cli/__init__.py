@@ -22,14 +22,14 @@ from ..errors import SEVizError
 from ..version import __version__
 from . import app, archs, capture, dataset, weights
 from .app import app_command, streamlit_flags
-from .common import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, err,
+from .common import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err,
                      resolve_weights)
 
 DESCRIPTION = ("Capture, analyse and refit the channel-attention gates (Squeeze-and-"
                "Excitation, ECA) of SE-ResNets, EfficientNet, MobileNetV3, LCNet and RegNetY "
                "(PaddlePaddle); start the app.")
 __all__ = ["main", "build_parser", "app_command", "streamlit_flags", "resolve_weights",
-           "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INCOMPLETE"]
+           "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or EXIT_OK)
     except SEVizError as exc:
         err(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         err("interrupted; run the same command again to resume"
              if args.command in ("analyze", "refit") else "interrupted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,8 +12,12 @@ from pathlib import Path
 from ..arch import ARCHS, PRETRAINED, SE_IMPLS
 from ..errors import SEVizError
 
+# Exit statuses of every subcommand (one place): 1 also when some inputs were skipped but
+# the outputs were written; 2 as argparse's own usage errors; 3 stopped early (resumable);
+# 130 interrupted (Ctrl-C: 128 + SIGINT, as a shell reports it).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
 
 
 def err(message: str) -> None:

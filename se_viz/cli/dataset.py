@@ -104,9 +104,9 @@ def cmd_refit(args: argparse.Namespace) -> int:
     """``refit``: 0 ok, 1 some files skipped (outputs written), 3 stopped early."""
     import json
 
-    from ..analysis.refit import summary_rows
+    from ..analysis.se_fit import summary_rows
     from ..dataset import RunOptions, distributed_rank
-    from ..dataset.refit import RefitSettings, refit
+    from ..refit import RefitSettings, refit
 
     if args.workers < 0:
         raise DatasetError(f"--workers must be >= 0, got {args.workers}")

@@ -26,20 +26,18 @@ per_image.csv columns: file, class, pred_index, pred_name, top1_prob, then per b
 analysis.normalized_entropy) and ``SE_s_b_top5`` (channel indices, space-separated).
 Images are decoded and preprocessed in spawned worker processes (never forked after
 paddle is imported); the forward pass runs batched in the main process. Exit status of
-the command: 0 done, 1 done but some files were skipped (or an error), 3 stopped early.
+the command (`se_viz.cli`'s EXIT_*): 0 done, 1 done but some files were skipped (or an
+error), 3 stopped early.
 Modules: files (listing), decode (worker processes), shards (shard files, manifest, merge
-and output tables; numpy only), analyze (the run), report (the HTML page); ``se-viz
-refit`` (SE blocks refit at other r) in refit, pairs, refit_steps, refit_files and
-refit_report. The command
-line (``se-viz analyze``) lives in `se_viz.cli`.
+and output tables; numpy only), analyze (the run), report (the HTML page). ``se-viz
+refit`` (SE blocks refit at other r) is `se_viz.refit`, on the same files, workers and
+shards. The command line (``se-viz analyze``) lives in `se_viz.cli`.
 """
 
 from __future__ import annotations
 
-from .analyze import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, AnalysisResult, RunOptions,
-                      Settings, analyze, distributed_rank)
+from .analyze import AnalysisResult, RunOptions, Settings, analyze, distributed_rank
 from .files import IMAGE_SUFFIXES, FileList, list_images
 
 __all__ = ["analyze", "Settings", "RunOptions", "AnalysisResult", "distributed_rank",
-           "list_images", "FileList", "IMAGE_SUFFIXES", "EXIT_OK", "EXIT_FAILED",
-           "EXIT_INCOMPLETE"]
+           "list_images", "FileList", "IMAGE_SUFFIXES"]

@@ -19,8 +19,6 @@ from .files import FileList, list_images
 from .shards import (ShardSums, build_manifest, claim_output, finish, n_shards, read_manifest,
                      save_npz, shard_done, shard_path, shard_range, wait_for_shards)
 
-EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3  # 1 as `se-viz capture`: some files skipped
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -91,7 +89,7 @@ def compute_shards(model: Any, files: FileList, shards: Sequence[int], pre: Prep
     with Decoder(run.workers, pre) as decoder, \
             tqdm(total=total, unit="img", desc=desc, disable=not run.progress,
                  file=sys.stderr, dynamic_ncols=True) as bar:
-        for (shard, lo, hi, last), (x, ok, bad) in decoder.map(_batches(files, key, shards)):
+        for (shard, lo, hi, last), (x, ok, bad) in decoder.map(file_batches(files, key, shards)):
             sums.bad += [(lo + p, reason) for p, reason in bad]
             if ok:
                 cap = capture(model, x, batch_size=len(ok))
@@ -107,8 +105,8 @@ def compute_shards(model: Any, files: FileList, shards: Sequence[int], pre: Prep
     return done
 
 
-def _batches(files: FileList, key: dict, shards: Sequence[int]
-             ) -> Iterator[tuple[tuple[int, int, int, bool], list[str]]]:
+def file_batches(files: FileList, key: dict, shards: Sequence[int]
+                 ) -> Iterator[tuple[tuple[int, int, int, bool], list[str]]]:
     """((shard, lo, hi, last of shard), paths of files lo..hi-1); batches never cross shards."""
     for shard in shards:
         start, stop = shard_range(key, shard)
@@ -131,8 +129,8 @@ def analyze(root: str | os.PathLike[str], out: str | os.PathLike[str],
         return AnalysisResult(out, manifest["key"]["n_files"], 0, n_shards(manifest["key"]),
                               True, True, tuple(skipped), time.perf_counter() - start)
     files = list_images(root, settings.limit_per_class)
-    model, pre = _build_model(settings)
-    _share_cores(run)
+    model, pre = build_network(settings)
+    share_cores(run)
     manifest = make_manifest(files, settings, model, pre)
     claim_output(out, files, manifest)
     key = manifest["key"]
@@ -150,7 +148,8 @@ def analyze(root: str | os.PathLike[str], out: str | os.PathLike[str],
                    seconds=time.perf_counter() - start)
 
 
-def _build_model(settings: Settings) -> tuple[Any, Preprocessing]:
+def build_network(settings: Settings) -> tuple[Any, Preprocessing]:
+    """The network ``settings`` describe and its preprocessing (``image_size`` applied)."""
     from ..engine.build import build_model
 
     model = build_model(settings.arch, settings.weights, settings.reduction,
@@ -161,7 +160,7 @@ def _build_model(settings: Settings) -> tuple[Any, Preprocessing]:
     return model, pre
 
 
-def _share_cores(run: RunOptions) -> None:
+def share_cores(run: RunOptions) -> None:
     """Several ranks on one machine split its cores, unless SE_VIZ_THREADS says otherwise:
     each takes cores // ranks threads, for Paddle and (through SE_VIZ_THREADS, read when
     the graph is made) for ONNX Runtime."""

@@ -160,7 +160,7 @@ def build_manifest(files: FileList, settings: Any, blocks: Sequence[tuple[str, i
 
     settings: a ``dataset.Settings``; blocks: (paper name, channels) of every SE block in
     forward order; info: the model's ``ModelInfo`` (sha256, weights, untrained); fmt and
-    extra: another run's format tag and own settings (`se_viz.dataset.refit`)."""
+    extra: another run's format tag and own settings (`se_viz.refit`)."""
     key = {"format": fmt, "files_sha256": files.digest(), "n_files": len(files.files),
            "classes": list(files.classes), "blocks": [name for name, _ in blocks],
            "channels": [channels for _, channels in blocks], "arch": settings.arch,

@@ -13,7 +13,8 @@ Every function returns a ``plotly.graph_objects.Figure`` whose traces hold the c
 numbers (hover shows block, channel and value; given ``blocks=model.info.blocks`` also the
 module path, and stage boundaries). The builders underneath take plain arrays:
 `gates` (heatmaps, histograms, profiles, the paper's Fig. 6 view), `maps` (feature maps),
-`predictions`, `reduction`, `dataset` (stats.npz figures), `refit`; `style` is the one look.
+`predictions`, `reduction`, `dataset` (stats.npz figures), `refit_figures`
+(se-viz refit); `style` is the one look.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ from typing import Any
 import streamlit as st
 
 from ...analysis import PAPER_CITATION, PAPER_REDUCTION_TABLE, top_channels
-from ...analysis.refit import not_reducible, summary_rows, uses_ratio
+from ...analysis.se_fit import not_reducible, summary_rows, uses_ratio
 from ...arch import hidden_width
 from ...blocks import stages as stages_of
 from ...errors import SEVizError
 from ...plots.reduction import emulation_figure, reduction_figure
-from ...plots.refit import agreement_figure, block_error_figure, refit_gates_figure
+from ...plots.refit_figures import agreement_figure, block_error_figure, refit_gates_figure
 from ...results import Intervention
 from ...runs import emulation, net_key
 from ..common import block_ui, chart, class_name, queue_notice, render_topk_change

@@ -1,4 +1,5 @@
-"""Refitting SE blocks at another reduction ratio r (numpy only): `se-viz refit`'s maths.
+"""Fitting an SE block's MLP at another reduction ratio r to the base network's gates
+(numpy only): the maths of `se-viz refit` (`se_viz.refit`).
 
 A block's SE MLP maps the squeeze vector z (C,) to the gates s = gate(W2 act(W1 z + b1) +
 b2) (C,) in [0, 1] (`se_viz.analysis.excitation`; the gate and act are the block's own:

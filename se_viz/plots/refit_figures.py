@@ -1,4 +1,5 @@
-"""Figures of `se-viz refit`: from refit.json (a dict) or from gate arrays, go.Figure out.
+"""Figures of `se-viz refit` (`se_viz.refit`): from refit.json (a dict) or from gate
+arrays, go.Figure out.
 
 * `block_error_figure`: held-out gate error per block against r (each block given the
   base network's own input), the refit against pruning the base units without a refit;

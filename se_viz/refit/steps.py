@@ -1,6 +1,6 @@
-"""The steps of `se_viz.dataset.refit` that run images through networks: the end-to-end
-fine-tuning (its data, in the same seeded order on every rank) and the evaluation on the
-held-out images."""
+"""The steps of a refit run (`se_viz.refit.run`) that run images through networks: the
+end-to-end fine-tuning (its data, in the same seeded order on every rank) and the
+evaluation on the held-out images."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.refit import (end_to_end, gate_errors, hidden_widths, init_params,
-                              se_parameter_count)
+from ..analysis.se_fit import (end_to_end, gate_errors, hidden_widths, init_params,
+                               se_parameter_count)
+from ..dataset.decode import Decoder
 from ..errors import DatasetError
-from .decode import Decoder
+from .context import Context
+from .files import blockwise_path, params_of, save_se, se_path
 from .pairs import load_pairs
-from .refit_context import Context
-from .refit_files import blockwise_path, params_of, save_se, se_path
 
 
 def wait_for_file(check: Callable[[], Any], path: Path, timeout: float | None,
@@ -137,7 +137,7 @@ def held_captures(ctx: Context, models: list[Any]) -> list[Any]:
 
 def evaluate(ctx: Context, r: float) -> dict:
     """fits/r{R}.json: the written file's figures on the held-out images (module docs of
-    `se_viz.analysis.refit`), and with --finetune the blockwise fit's as well."""
+    `se_viz.analysis.se_fit`), and with --finetune the blockwise fit's as well."""
     from ..engine.se_weights import read_se_weights, refit_model
     from ..engine.weights import se_parameters
 
@@ -158,7 +158,7 @@ def evaluate(ctx: Context, r: float) -> dict:
                for k in files}
     fits = json.loads(meta.get("fits", "{}"))
     for i, (b, _) in enumerate(ctx.blocks()):
-        if b not in widths:  # ECA: no r (se_viz.analysis.refit.not_reducible)
+        if b not in widths:  # ECA: no r (se_viz.analysis.se_fit.not_reducible)
             continue
         gate, act = about[b].gate, about[b].act
         train = load_pairs(ctx.out, ctx.manifest, [b], ctx.train)

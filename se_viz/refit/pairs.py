@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from ..dataset.analyze import RunOptions, file_batches
+from ..dataset.decode import Decoder
+from ..dataset.files import FileList
+from ..dataset.shards import n_shards, save_npz, shard_done, shard_path, shard_range
 from ..errors import DatasetError
 from ..images import Preprocessing
-from .analyze import RunOptions, _batches
-from .decode import Decoder
-from .files import FileList
-from .shards import n_shards, save_npz, shard_done, shard_path, shard_range
 
 PAIRS_FORMAT = "se_viz.refit_pairs/1"
 
@@ -88,7 +88,7 @@ def compute_pairs(model: Any, files: FileList, shards: Sequence[int], pre: Prepr
     with Decoder(run.workers, pre) as decoder, \
             tqdm(total=total, unit="img", desc=desc, disable=not run.progress,
                  file=sys.stderr, dynamic_ncols=True) as bar:
-        for (shard, lo, hi, last), (x, ok, bad) in decoder.map(_batches(files, key, shards)):
+        for (shard, lo, hi, last), (x, ok, bad) in decoder.map(file_batches(files, key, shards)):
             acc.bad += [(lo + p, reason) for p, reason in bad]
             if ok:
                 acc.add(lo + np.asarray(ok, np.int64), capture(model, x, batch_size=len(ok)))

@@ -1,20 +1,20 @@
-"""`refit`: the SE blocks of a trained network refit at other reduction ratios r, on any
-image folder (no labels needed), resumable, on one or several processes.
+"""`refit` (``se-viz refit``): the SE blocks of a trained network refit at other reduction
+ratios r, on any image folder (no labels needed), resumable, on one or several processes.
 
     se-viz refit DIR --reduction 8 32 --out OUT [--finetune]
     python -m paddle.distributed.launch --nproc_per_node 2 "$(command -v python)" \\
         -m se_viz refit DIR --reduction 8 --out OUT --finetune
 
 1. pairs: every image through the base network, its (squeeze z, gate s) per block and its
-   logits stored in shards (`se_viz.dataset.pairs`; ranks split the shards, as analyze);
+   logits stored in shards (`se_viz.refit.pairs`; ranks split the shards, as analyze);
 2. a seeded split into training and held-out images (``--holdout``, default 0.2);
 3. per r, every block's SE MLP fitted at width int(C / r) on the training pairs
-   (`se_viz.analysis.refit`, numpy, rank 0) -> ``OUT/fits/r{R}.blockwise.safetensors``;
+   (`se_viz.analysis.se_fit`, numpy, rank 0) -> ``OUT/fits/r{R}.blockwise.safetensors``;
 4. ``--finetune``: every SE parameter trained end to end, backbone frozen, distilling the
    base logits on the training images (`se_viz.engine.finetune`; data-parallel over ranks);
 5. ``OUT/se_r{R}.safetensors`` (SE parameters only), its figures on the held-out images in
    ``OUT/fits/r{R}.json``, then ``OUT/refit.json`` and ``OUT/report.html`` over every r
-   finished in OUT (`se_viz.dataset.refit_report`).
+   finished in OUT (`se_viz.refit.report`).
 
 Every step is kept when finished: a run stopped anywhere continues from there. OUT holds
 one set of settings (manifest.json); more r may be added by later calls.
@@ -32,22 +32,20 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.refit import FitSettings, fit_block, hidden_widths, holdout_split, ratio_key
+from ..analysis.se_fit import FitSettings, fit_block, hidden_widths, holdout_split, ratio_key
 from ..arch import hidden_width
+from ..dataset.analyze import RunOptions, build_network, share_cores
+from ..dataset.files import list_images
+from ..dataset.shards import build_manifest, claim_output, n_shards, shard_done, shard_path, \
+    wait_for_shards
 from ..errors import DatasetError
 from ..paths import atomic_write
 from ..version import __version__
-from .analyze import RunOptions, _build_model, _share_cores
-from .files import list_images
+from .context import Context, RefitSettings
+from .files import (REFIT_FORMAT, blockwise_path, figures_of_run, figures_path, params_of,
+                    save_se, se_file_of_run, se_path)
 from .pairs import PAIRS_FORMAT, compute_pairs, load_pairs, skipped_files
-from .shards import build_manifest, claim_output, n_shards, shard_done, shard_path, \
-    wait_for_shards
-from .refit_files import (blockwise_path, figures_of_run, figures_path, params_of, save_se,
-                          se_file_of_run, se_path)
-from .refit_context import Context, RefitSettings
-from .refit_steps import evaluate, finetune, wait_for_file
-
-REFIT_FORMAT = "se_viz.refit/1"
+from .steps import evaluate, finetune, wait_for_file
 
 
 @dataclass(frozen=True)
@@ -110,8 +108,8 @@ def _prepare(root: Any, out: Path, settings: RefitSettings, run: RunOptions) -> 
     from ..engine.model import se_blocks
 
     files = list_images(root, settings.limit_per_class)
-    model, pre = _build_model(settings)
-    _share_cores(run)
+    model, pre = build_network(settings)
+    share_cores(run)
     blocks = [(name, int(se.channels)) for name, _, se in se_blocks(model)]
     manifest = build_manifest(files, settings, blocks, model.info, pre, fmt=REFIT_FORMAT,
                               extra=settings.fit_key())
@@ -228,7 +226,7 @@ def summary(ctx: Context, fits: dict, skipped: list[tuple[str, str]]) -> dict:
 
 def write_summary(ctx: Context) -> list[tuple[str, str]]:
     """refit.json and report.html over every r this run finished in OUT; the skipped files."""
-    from .refit_report import write_refit_report
+    from .report import write_refit_report
 
     skipped = skipped_files(ctx.out, ctx.manifest, [str(f) for f in ctx.files.files])
     done = {}

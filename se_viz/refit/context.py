@@ -1,4 +1,4 @@
-"""The state one `se_viz.dataset.refit` run shares with its steps (`refit_steps`): its
+"""The state one refit run (`se_viz.refit.run`) shares with its steps (`steps`): its
 settings and its context. Its own module, so that the run and its steps import it without
 importing each other."""
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .analyze import RunOptions
-from .files import FileList
+from ..dataset.analyze import RunOptions
+from ..dataset.files import FileList
 from .pairs import Pairs
 
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..analysis.refit import summary_rows
+from ..analysis.se_fit import summary_rows
 from ..paths import atomic_write
 
 
@@ -18,7 +18,7 @@ def refit_report_html(doc: Mapping, blocks: Sequence = ()) -> str:
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
 
-    from ..plots.refit import agreement_figure, block_error_figure, se_params_figure
+    from ..plots.refit_figures import agreement_figure, block_error_figure, se_params_figure
 
     figs = [block_error_figure(doc, blocks), agreement_figure(doc), se_params_figure(doc)]
     divs = "\n".join(pio.to_html(f, full_html=False, include_plotlyjs=False,

@@ -1,5 +1,7 @@
 """The files of a refit folder: where each lives, and whether one belongs to this run.
 
+    OUT/refit.json                      the summary over every r (format `REFIT_FORMAT`,
+                                        as OUT/manifest.json)
     OUT/se_r{R}.safetensors             the SE blocks at r (`se_viz.engine.se_weights`)
     OUT/fits/r{R}.blockwise.safetensors the blockwise fit (before --finetune)
     OUT/fits/r{R}.json                  the figures of se_r{R} on the held-out images
@@ -15,9 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..analysis.refit import ratio_key
+from ..analysis.se_fit import ratio_key
 from ..errors import WeightsError
 from ..results import SEParameters
+
+REFIT_FORMAT = "se_viz.refit/1"  # refit.json's "format" and the manifest's
 
 
 def se_path(out: Path, r: float) -> Path:
