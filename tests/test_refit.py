@@ -419,3 +419,38 @@ def test_two_processes_under_the_paddle_launcher_equal_one(folder, tmp_path):
     assert fa["64"]["stage"] == "finetuned" and fa["16"]["stage"] == "blockwise"
     np.testing.assert_allclose(fa["64"]["finetune_loss"], fb["64"]["finetune_loss"],
                                rtol=1e-2, atol=1e-9)
+
+
+def test_a_hard_sigmoid_network_refits_end_to_end_and_an_eca_network_is_refused(folder,
+                                                                              tmp_path):
+    """PP-LCNet (2 hard-sigmoid SE blocks, PaddleClas layout) with the live reference weights
+    of tests/reference: refit at r = 8 writes an SE-only file whose blocks have width
+    int(C / 8), fitted through the hard sigmoid (its training loss falls, held-out gates
+    closer than the pruned blocks it started from);
+    ECA-ResNet has no bottleneck, so r does not apply and the run says so before any work."""
+    from se_viz.engine.build import build_model
+    from se_viz.engine.weights import save_safetensors
+
+    from .reference.draw import fixture_state, read_fixture
+
+    base = save_safetensors(fixture_state(read_fixture(Path(__file__).parent / "reference"
+                                                       / "pplcnet_x1_0.npz")),
+                            tmp_path / "base.safetensors")
+    settings = replace(TINY, arch="pplcnet_x1_0", weights=str(base), width=None,
+                       num_classes=None, image_size=64, steps=300)
+    out = tmp_path / "lcnet"
+    result = refit(folder, out, [8], settings, QUIET)
+    assert result.complete and result.fitted == (8.0,)
+    fits = doc_of(out)["fits"]["8"]["blocks"]
+    model = build_model("pplcnet_x1_0", base, se_weights=out / "se_r8.safetensors")
+    assert [b.hidden for b in model.info.blocks] == [b.channels // 8 for b in model.info.blocks]
+    assert all(b.gate.kind == "hardsigmoid" for b in model.info.blocks)
+    for b in model.info.blocks:
+        fit = fits[b.name]
+        assert fit["objective"] == "mse" and fit["hidden"] == b.channels // 8
+        assert fit["kl"] < 0.5 * fit["start_kl"], (b.name, fit)  # the fit learns
+        assert fit["rmse"] < fit["pruned_rmse"], (b.name, fit)   # held out: better than start
+        assert fit["rmse"] < 0.01, (b.name, fit)  # gates spread about 0.1 over channels
+    with pytest.raises(DatasetError, match="r does not apply"):
+        refit(folder, tmp_path / "eca", [8], replace(settings, arch="ecaresnet50d",
+                                                    weights=None), QUIET)

@@ -109,6 +109,12 @@ def _prepare(root: Any, out: Path, settings: RefitSettings, run: RunOptions) -> 
 
     files = list_images(root, settings.limit_per_class)
     model, pre = build_network(settings)
+    if not any(b.reducible for b in model.info.blocks):
+        kinds = sorted({b.kind.upper() for b in model.info.blocks})
+        raise DatasetError(f"{model.info.arch} has no SE bottleneck to refit: its "
+                           f"{len(model.info.blocks)} attention blocks are {'/'.join(kinds)} "
+                           "(a 1-D convolution across channels), so a reduction ratio r does "
+                           "not apply. Refit an SE network instead (se-viz archs lists them).")
     share_cores(run)
     blocks = [(name, int(se.channels)) for name, _, se in se_blocks(model)]
     manifest = build_manifest(files, settings, blocks, model.info, pre, fmt=REFIT_FORMAT,
