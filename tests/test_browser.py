@@ -2,13 +2,15 @@
 
 Uploads a photo through the page's own file input, waits for the gate heatmap, checks the
 block names, the top-5 (against se_viz computed in this process) and that no exception
-element is on the page, measures upload -> heatmap seconds and saves docs/screenshot.png.
-The server runs the narrow demo model (SE_VIZ_WIDTH=8) with an empty weights cache.
+element is on the page, measures upload -> heatmap seconds and saves docs/screenshot.png;
+then MobileNetV3 and RegNetY picked in the sidebar: a heatmap row per block, every view.
+The server starts on the narrow demo model (SE_VIZ_WIDTH=8) with an empty weights cache.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -182,4 +184,101 @@ def test_every_view_draws_in_the_browser_without_errors(server):
     for tab in ("Overview", "Block explorer", "SE block, step by step", "Compare blocks",
                 "Compare images", "Reduction ratio", "Interventions"):
         assert charts[tab] >= 1, (tab, charts)
+    assert "Traceback" not in log.read_text()
+
+
+# ----------------------------------------------------------------------------- new families
+FAMILY_VIEWS = [  # (tab, text drawn by every SE network, button or None, text after it)
+    ("Overview", "Top-5 classes", None, None),
+    ("Block explorer", "Most amplified (top-k gates)", None, None),
+    ("SE block, step by step", "The published SELayer2", None, None),
+    ("Compare blocks", "The paper's finding", None, None),
+    ("Compare images", "Blocks that separate these images most", None, None),
+    ("Class baseline", "Open a dataset's statistics", None, None),
+    ("Reduction ratio", "Emulation: a larger r without a refit", "Run emulation",
+     "Emulated r ="),
+    ("Interventions", "Force a block's gates", "Run intervention", "of the top-5 kept"),
+    ("Export", "Figures as standalone HTML", None, None),
+]
+# Each row of the overview's heatmap (one trace per attention block): name, type, channels.
+HEATMAP_ROWS = """() => {
+    const plot = [...document.querySelectorAll('.js-plotly-plot')].find(p =>
+        p._fullLayout && String(p._fullLayout.title.text).includes('SE gates of'));
+    return plot ? plot._fullData.map(t => [t.name, t.type, t.z[0].length]) : null;
+}"""
+
+
+def _choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the sidebar selectbox labelled ``label`` (a combobox)."""
+    box = page.get_by_role("combobox", name=label)
+    box.click()
+    box.fill(option)  # the list shows the options that match what is typed
+    page.get_by_role("option").filter(has_text=option).first.click()
+
+
+def _wait_for_rows(page, rows: list, timeout_ms: int = 90_000) -> list:
+    """Until the overview's heatmap has exactly ``rows``; what it has (for the message)."""
+    try:
+        page.wait_for_function(f"rows => JSON.stringify(({HEATMAP_ROWS})()) === "
+                               "JSON.stringify(rows)", arg=rows, timeout=timeout_ms)
+    except Exception:
+        pytest.fail(f"heatmap rows {page.evaluate(HEATMAP_ROWS)} != {rows}")
+    return page.evaluate(HEATMAP_ROWS)
+
+
+def test_new_families_draw_every_view_in_the_browser(server):
+    """MobileNetV3 and RegNetY picked in the sidebar (untrained, seeded: no download) with
+    two photos: the heatmap has one row per attention block of that network (its name and
+    channel count), every view draws and its Run button works, with no exception element
+    and no JavaScript error."""
+    from playwright.sync_api import expect
+
+    from se_viz.arch import ARCHS, SPECS
+    from se_viz.engine.build import build_model
+
+    url, log = server
+    js_errors: list[str] = []
+    timings = {}
+    with app_page(url, js_errors) as page:
+        for n, arch in enumerate(("mobilenetv3_large_100", "regnety_008")):
+            start = time.perf_counter()
+            blocks = build_model(arch).info.blocks
+            rows = [[b.name, "heatmap", b.channels] for b in blocks]
+            if n:  # the second network is picked with the photos on the page
+                page.get_by_role("tab", name="Overview").click()
+            family = SPECS[arch].family
+            _choose(page, "Family", family)
+            first = next(a for a in ARCHS if SPECS[a].family == family)
+            expect(page.get_by_role("combobox", name="Architecture")).to_have_value(
+                re.compile(f"^{first} "), timeout=60_000)  # the family's list is there
+            if first != arch:
+                _choose(page, "Architecture", arch)
+            page.get_by_text(f"{arch} ({family})").first.wait_for(timeout=60_000)
+            if n == 0:
+                uploader(page).set_input_files([str(PHOTO),
+                                                str(ROOT / "assets" / "coffee_cup.jpg")])
+            assert _wait_for_rows(page, rows) == rows
+            assert page.get_by_text("Untrained weights: the attention shown means nothing")\
+                .first.is_visible()
+            sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+            assert "width apply to" not in sidebar  # SE_VIZ_WIDTH is SE-ResNet-50's alone
+            charts = {}
+            for tab, ready, button, after in FAMILY_VIEWS:
+                page.get_by_role("tab", name=tab).click()
+                page.get_by_text(ready).first.wait_for(timeout=60_000)
+                if button:
+                    page.get_by_role("button", name=button).click()
+                    page.get_by_text(after).first.wait_for(timeout=90_000)
+                page.wait_for_timeout(800)  # let plotly draw what just arrived
+                charts[tab] = _plots_drawn(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, (arch, tab)
+                assert "Something unexpected" not in page.locator(
+                    '[data-testid="stMain"]').inner_text(), (arch, tab)
+                assert not js_errors, (arch, tab, js_errors)
+            for tab in ("Overview", "Block explorer", "SE block, step by step",
+                        "Compare blocks", "Compare images", "Reduction ratio", "Interventions"):
+                assert charts[tab] >= 1, (arch, tab, charts)
+            timings[arch] = time.perf_counter() - start
+    print(f"\nseconds per family (pick, heatmap, every view): "
+          f"{ {a: round(s, 1) for a, s in timings.items()} }")
     assert "Traceback" not in log.read_text()

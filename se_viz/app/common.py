@@ -100,6 +100,11 @@ def class_name(model: Any, index: int) -> str:
     return labels.label_for(int(index), model.info.num_classes, model.info.class_names)
 
 
+def class_names(model: Any) -> list[str]:
+    """Every class's name, index order (`class_name`)."""
+    return [class_name(model, i) for i in range(model.info.num_classes)]
+
+
 def top_table(probs: np.ndarray, model: Any, k: int = 5) -> dict[str, list]:
     idx = top_channels(probs, k)
     return {"class": [class_name(model, i) for i in idx],
@@ -131,13 +136,14 @@ def ids_text(idx: np.ndarray, most: int = 20) -> str:
 
 def render_topk_change(before: np.ndarray, after: np.ndarray, model: Any, key: str,
                        cache_key: tuple) -> None:
-    """Top-5 before and after an intervention (probs (K,)) as bars and as a table."""
+    """Top-5 before and after an intervention (probs (K,)) as bars and as a table;
+    ``cache_key`` (image, network, intervention) with the class names keys the figure."""
     change = topk_change(before, after, 5)
 
     def name(idx: np.ndarray) -> list[str]:
         return [class_name(model, i) for i in idx]
 
-    fig = shared_figure("topk", cache_key, lambda: topk_compare(
+    fig = shared_figure("topk", (*cache_key, model.info.class_names), lambda: topk_compare(
         name(change["before_idx"]), change["before_prob"],
         name(change["after_idx"]), change["after_prob"]))
     chart(fig, key, height=320)

@@ -1,4 +1,5 @@
-"""The sidebar: photos, the network and its weights, and optional data (dataset statistics).
+"""The sidebar: photos, the network, its weights and class names, and optional data (dataset
+statistics).
 
 ``*_ui()`` functions draw widgets and return the user's choices; `get_model` turns the
 choices into the shared model (built once per process per weights source).
@@ -17,6 +18,7 @@ from ..analysis.dataset_stats import DatasetStats
 from ..arch import ARCHS, FAMILIES, SE_IMPLS, SPECS
 from ..blocks import stages
 from ..errors import SEVizError, WeightsError
+from ..labels import read_labels
 from ..runs import Photo
 from .common import GENERIC_ERROR, digest_of, log, unique
 from .state import MAX_IMAGES, load_baseline, sample_bytes, sample_names
@@ -40,15 +42,31 @@ class WeightsChoice:
 
 
 @dataclass(frozen=True)
+class LabelsChoice:
+    """An uploaded class-names file (name, digest, data): one name a line, in class order."""
+
+    name: str
+    digest: str
+    data: bytes = field(repr=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What names the file in load_model's cache key."""
+        return (self.digest, self.name)
+
+
+@dataclass(frozen=True)
 class NetworkChoice:
     """``reduction``: None for the weights' own r; ``width``: None for the network at its
-    published size, else a narrow demo width (both SE-ResNet-50 options)."""
+    published size, else a narrow demo width (both SE-ResNet-50 options); ``labels``: the
+    class names the user gave, None for the network's own."""
 
     arch: str
     weights: WeightsChoice
     reduction: float | None
     se_impl: str
     width: int | None
+    labels: LabelsChoice | None = None
 
 
 # ----------------------------------------------------------------------------- widgets
@@ -92,6 +110,16 @@ def weights_ui() -> WeightsChoice:
     return WeightsChoice()
 
 
+def labels_ui() -> LabelsChoice | None:
+    """Class names for the weights' head (a fine-tuned head of K classes): a text file."""
+    up = st.file_uploader("Class names (.txt, one per line)", type=["txt"],
+                          key="labels_upload",
+                          help="One name per line, in class-index order, as many lines as "
+                               "the weights have classes. Without it: ImageNet's names for "
+                               "1000 classes, else 'class i'.")
+    return None if up is None else LabelsChoice(up.name, digest_of(up), up.getvalue())
+
+
 def arch_label(arch: str) -> str:
     """An architecture in the picker: name, title, top-1 and whether its pretrained file is
     in the cache."""
@@ -102,6 +130,14 @@ def arch_label(arch: str) -> str:
     return f"{arch} · {spec.title} · top-1 {spec.top1:.2f}% · {cached}"
 
 
+def narrow_width(arch: str, width: int | None) -> int | None:
+    """The demo width (SE_VIZ_WIDTH) for a network built at a width (SE-ResNet-50), None
+    for the others: they are built at their own published widths, without a word."""
+    from ..engine.weights import RESNET50_ARCHS
+
+    return width if arch in RESNET50_ARCHS else None
+
+
 def network_ui(width: int | None) -> NetworkChoice:
     family = st.selectbox("Family", FAMILIES, key="family",
                           help="Networks with channel attention, grouped by family.")
@@ -110,6 +146,7 @@ def network_ui(width: int | None) -> NetworkChoice:
                         help="'cached': its pretrained file is downloaded and used "
                              "automatically; 'not downloaded': the button below fetches it.")
     weights = weights_ui()
+    labels = labels_ui()
     with st.expander("Advanced"):
         reduction = st.selectbox("Reduction ratio r of the weights", (None, *RATIOS),
                                  key="reduction", format_func=lambda r: (
@@ -120,7 +157,7 @@ def network_ui(width: int | None) -> NetworkChoice:
         se_impl = st.radio("SE implementation", SE_IMPLS, horizontal=True, key="se_impl",
                            help="The SE block's two fully connected layers as nn.Linear "
                                 "(PaddleClas) or 1x1 nn.Conv2D (timm): the same numbers.")
-    return NetworkChoice(arch, weights, reduction, se_impl, width)
+    return NetworkChoice(arch, weights, reduction, se_impl, narrow_width(arch, width), labels)
 
 
 def baseline_ui() -> DatasetStats | None:
@@ -147,13 +184,16 @@ def baseline_ui() -> DatasetStats | None:
 # ----------------------------------------------------------------------------- the model
 @st.cache_resource(max_entries=4, show_spinner="Building the model and its fast graph ...")
 def load_model(arch: str, source: tuple, width: int | None, reduction: float | None,
-               se_impl: str = "linear", _data: bytes | None = None) -> Any:
-    """The shared model for one weights source; built once per process (runs lock it).
-    ``width`` and ``reduction`` None: the network's own.
+               se_impl: str = "linear", labels: tuple | None = None,
+               _data: bytes | None = None, _labels: bytes | None = None) -> Any:
+    """The shared model for one weights source and class names; built once per process
+    (runs lock it). ``width`` and ``reduction`` None: the network's own.
 
     source: ("untrained",) | ("pretrained", path, fingerprint) | ("path", path, fingerprint)
     | ("upload", sha256, name) with the bytes in ``_data`` (read as safetensors only). The
     file's (size, mtime_ns) fingerprint is in the key: a changed file is a new model.
+    labels: (sha256, name) of a class-names file whose bytes are ``_labels``; names that do
+    not fit the head (K classes, read from the weights) are left out (`get_model` says why).
     """
     from ..engine.build import build_model, model_from_bytes
     from ..engine.capture import prepare
@@ -166,6 +206,13 @@ def load_model(arch: str, source: tuple, width: int | None, reduction: float | N
     else:
         model = build_model(arch, source[1] if kind in ("pretrained", "path") else None,
                             reduction, se_impl=se_impl, **size)
+    if _labels is not None:
+        try:
+            names = read_labels(_labels, model.info.num_classes)
+        except ValueError:
+            pass
+        else:
+            model.info = replace(model.info, class_names=names)
     prepare(model)  # the fast graph (with feature maps), so the first upload is quick
     return model
 
@@ -189,19 +236,20 @@ def model_source(choice: WeightsChoice, arch: str, width: int | None) -> tuple:
     return ("untrained",)
 
 
-def checked_file_model(model: Any, args: tuple) -> Any:
+def checked_file_model(model: Any, args: tuple, labels: bytes | None = None) -> Any:
     """``model`` if its file on disk is unchanged, else that file loaded again. When the
     weights this session saw last changed, the stale model leaves the cache and the session
-    is told. ``args``: load_model's (arch, source, width, reduction, se_impl)."""
+    is told. ``args``: load_model's (arch, source, width, reduction, se_impl, labels);
+    ``labels``: the class-names bytes."""
     from ..engine.build import file_fingerprint, verify_weights
 
-    arch, (kind, path, _), width, reduction, se_impl = args
+    arch, (kind, path, _), width, reduction, se_impl, names = args
     try:
         verify_weights(model)  # stat, then sha256 if size or mtime moved
     except WeightsError:
         load_model.clear(*args)
-        args = (arch, (kind, path, file_fingerprint(path)), width, reduction, se_impl)
-        model = load_model(*args)
+        args = (arch, (kind, path, file_fingerprint(path)), width, reduction, se_impl, names)
+        model = load_model(*args, _labels=labels)
     seen = st.session_state.setdefault("_weights_seen", {})
     old, seen[path] = seen.get(path), (model.info.sha256, args)
     if old and old[0] != model.info.sha256:
@@ -213,32 +261,48 @@ def checked_file_model(model: Any, args: tuple) -> Any:
 
 
 def get_model(choice: NetworkChoice) -> Any:
-    """The model for the user's choice; on a weights error, say why and fall back to
-    untrained; an r or width the network does not take is said and left out."""
-    args = (choice.arch, ("untrained",), choice.width, choice.reduction, choice.se_impl)
+    """The model for the user's choice, with the user's class names; on a weights error,
+    say why and fall back to untrained; an r or width the network does not take is said and
+    left out; class names that do not fit its classes are said and left out."""
+    model = weighted_model(choice)
+    given = choice.labels
+    if given is not None and model.info.class_names is None:
+        try:
+            read_labels(given.data, model.info.num_classes)
+        except ValueError as exc:
+            st.error(f"**{given.name}**: {exc}. The classes keep their default names.")
+    return model
+
+
+def weighted_model(choice: NetworkChoice) -> Any:
+    """`get_model` before its class names are checked."""
+    names = None if choice.labels is None else choice.labels.key
+    data = None if choice.labels is None else choice.labels.data
+    args = (choice.arch, ("untrained",), choice.width, choice.reduction, choice.se_impl, names)
     sized = choice.width is not None or choice.reduction is not None
     try:
         source = model_source(choice.weights, choice.arch, choice.width)
-        args = (choice.arch, source, choice.width, choice.reduction, choice.se_impl)
-        model = load_model(*args, _data=choice.weights.data)
+        args = (choice.arch, source, choice.width, choice.reduction, choice.se_impl, names)
+        model = load_model(*args, _data=choice.weights.data, _labels=data)
         if source[0] in ("path", "pretrained"):
-            model = checked_file_model(model, args)
+            model = checked_file_model(model, args, data)
         return model
     except SEVizError as exc:
         st.error(f"{exc} Showing untrained weights instead.")
     except Exception as exc:
         if sized and isinstance(exc, ValueError):  # an r or width it does not take
             st.info(f"{exc}. Showing `{choice.arch}` with its own widths.")
-            return get_model(replace(choice, width=None, reduction=None))
+            return weighted_model(replace(choice, width=None, reduction=None))
         log.exception("loading weights %s failed", choice.weights)
         st.error(GENERIC_ERROR.format(what="loading the weights"))
     try:
         return load_model(choice.arch, ("untrained",), choice.width, choice.reduction,
-                          choice.se_impl)
+                          choice.se_impl, names, _labels=data)
     except ValueError:  # an r or width it does not take
         if not sized:
             raise
-        return load_model(choice.arch, ("untrained",), None, None, choice.se_impl)
+        return load_model(choice.arch, ("untrained",), None, None, choice.se_impl, names,
+                          _labels=data)
 
 
 def download_weights(arch: str) -> None:
@@ -268,9 +332,12 @@ def render_network(info: Any) -> None:
     kinds = sorted({b.kind.upper() for b in blocks})
     gates = sorted({b.gate.kind.replace("hardsigmoid", "hard sigmoid") for b in blocks})
     n = len(stages(blocks))
+    names = info.class_names
+    named = (f" named {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+             if names else "")
     st.caption(f"`{info.arch}` ({SPECS[info.arch].family}): {len(blocks)} "
                f"{'/'.join(kinds)} attention blocks in {n} stage{'s' if n > 1 else ''}, "
-               f"{' and '.join(gates)} gates.")
+               f"{' and '.join(gates)} gates; {info.num_classes} classes{named}.")
 
 
 def render_weights_status(model: Any, width: int | None) -> None:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import streamlit as st
 
-from ... import export, labels
+from ... import export
 from ...analysis import figure6_blocks, stats_table
 from ...plots import figure6, gate_heatmap, stats_profile, to_html
+from ..common import class_names
 from ..state import Loaded, Page
 
 LABEL = "Export"
@@ -25,12 +26,10 @@ def render(page: Page) -> None:
                 f"{len(files)} image(s). "
                 "CSV: one row per value (file, array, index, value); NPZ: one (N, C) array per "
                 "block; JSON: the same plus each image's top-5.")
-    names = model.info.class_names or (
-        labels.imagenet_labels() if model.info.num_classes == 1000 else None)
     makers: dict[str, Callable[[], bytes]] = {
         "CSV": lambda: export.to_csv(files, logits, gates, meta),
         "NPZ": lambda: export.to_npz(files, logits, gates, meta),
-        "JSON": lambda: export.to_json(files, logits, gates, meta, names),
+        "JSON": lambda: export.to_json(files, logits, gates, meta, class_names(model)),
     }
     for col, (fmt, make) in zip(st.columns(3), makers.items()):
         with col:
