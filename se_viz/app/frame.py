@@ -21,7 +21,7 @@ from ..plots import gate_curve
 from ..runs import Photo
 from . import sidebar
 from .common import chart, freeze_startup_heap, guard, log, queue_notice, server_log
-from .refit import refit_ui
+from .refit_folder import refit_ui
 from .state import (Loaded, Page, env_int, keep_paddle_eager, results, shared_figure,
                     warm_imports)
 from .views import LABELS, VIEWS

@@ -15,7 +15,7 @@ import streamlit as st
 
 from .. import images
 from ..analysis.dataset_stats import DatasetStats
-from ..arch import ARCHS, FAMILIES, SE_IMPLS, SPECS
+from ..arch import ARCHS, FAMILIES, REDUCTION_RATIOS, SE_IMPLS, SPECS
 from ..blocks import stages
 from ..errors import SEVizError, WeightsError
 from ..labels import read_labels
@@ -24,7 +24,7 @@ from .common import GENERIC_ERROR, digest_of, log, unique
 from .state import MAX_IMAGES, load_baseline, sample_bytes, sample_names
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
-RATIOS = (1, 2, 4, 8, 16, 32, 64)
+RATIOS = REDUCTION_RATIOS  # the r offered (one list, in se_viz.arch)
 UPLOAD_HELP = ("PNG, JPEG, WebP, BMP, TIFF or GIF; several at once. Limits: {mb} MB per file, "
                f"{images.MAX_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels per "
                f"image; the first {MAX_IMAGES} different images are analysed, the rest listed.")

@@ -19,7 +19,7 @@ from ...plots.refit_figures import agreement_figure, block_error_figure, refit_g
 from ...results import Intervention
 from ...runs import emulation, net_key
 from ..common import block_ui, chart, class_name, queue_notice, render_topk_change
-from ..refit import RefitFolder, refit_network
+from ..refit_folder import RefitFolder, refit_network
 from ..sidebar import RATIOS
 from ..state import Page, results, shared_figure
 
