@@ -15,19 +15,22 @@ from __future__ import annotations
 import warnings as _warnings
 
 from .errors import InvalidImageError, SEVizError, WeightsError
-from .results import Capture, FeatureMaps, Intervention
+from .results import Capture, DeletionCurve, Evidence, FeatureMaps, Intervention
 from .version import __version__
 
 # Paddle warns at import time that ccache (a C++ build cache) is missing; irrelevant here.
 _warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 
-__all__ = ["build_model", "capture", "Capture", "FeatureMaps", "Intervention",
+__all__ = ["build_model", "capture", "explain", "deletion", "Capture", "Evidence",
+           "DeletionCurve", "FeatureMaps", "Intervention",
            "InvalidImageError", "WeightsError", "SEVizError", "load_image", "decode_image",
            "BLOCK_NAMES", "plots", "__version__"]
 
 _LAZY = {"build_model": ("engine.build", "build_model"),
          "capture": ("engine.capture", "capture"),
+         "explain": ("engine.evidence", "explain"),
+         "deletion": ("engine.evidence", "deletion"),
          "load_image": ("images", "load_image"),
          "decode_image": ("images", "decode_image")}
 

@@ -27,8 +27,8 @@ class FeatureMaps:
 class Intervention:
     """Edits applied during a capture (for "what if" views; never changes the model).
 
-    ``gates``: block name -> a constant (e.g. 1.0 switches SE off) or a (C,) array that
-    replaces the block's gates. ``hidden_masks``: block name -> (hidden,) 0/1 array that
+    ``gates``: block name -> a constant (e.g. 1.0 switches SE off), a (C,) array that
+    replaces the block's gates, or an (N, C) array, one row per image of the batch. ``hidden_masks``: block name -> (hidden,) 0/1 array that
     zeroes SE bottleneck units (emulates a smaller reduction ratio).
     """
 
@@ -150,3 +150,87 @@ class SEParameters:
     @property
     def hidden(self) -> int:
         return int(self.w1.shape[1])
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Class evidence of one forward and one backward pass (`se_viz.explain`).
+
+    target (N,) int64: the class explained per image; logits (N, K) and gates[block] (N, C)
+    as a capture gives them; gate_grad[block] (N, C) float32: d logit[target] / d gate (the
+    logit before softmax), every attention block in forward order; cam[block] (N, h, w)
+    float32: Grad-CAM at the output of the network block holding the attention block,
+    ReLU(sum_c mean_hw(dy/dA_c) A_c), not normalised; layercam[block] (N, h, w): LayerCAM
+    at the same place, ReLU(sum_c ReLU(dy/dA_c) A_c) per position. cam and layercam hold the
+    blocks asked for (all by default). names: display names of the images.
+    """
+
+    target: np.ndarray
+    logits: np.ndarray
+    gates: dict[str, np.ndarray]
+    gate_grad: dict[str, np.ndarray]
+    cam: dict[str, np.ndarray] = field(default_factory=dict)
+    layercam: dict[str, np.ndarray] = field(default_factory=dict)
+    names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def block_names(self) -> list[str]:
+        return list(self.gates)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return softmax(self.logits, axis=1)
+
+    def attribution(self, block: str) -> np.ndarray:
+        """Gate attribution (N, C) float32: gate x d logit[target] / d gate, the first-order
+        change of the target logit if the gate were removed (set to 0), with its sign
+        flipped: positive means the gate supports the class."""
+        return (self.gates[block] * self.gate_grad[block]).astype(np.float32)
+
+    @property
+    def attributions(self) -> dict[str, np.ndarray]:
+        """Every block's `attribution`, forward order."""
+        return {b: self.attribution(b) for b in self.gates}
+
+    def image_name(self, index: int) -> str:
+        return self.names[index] if index < len(self.names) else f"image {index}"
+
+    def with_names(self, names: Sequence[str]) -> "Evidence":
+        names = tuple(str(n) for n in names)
+        if len(names) != len(self):
+            raise ValueError(f"{len(names)} names for {len(self)} images")
+        return Evidence(self.target, self.logits, self.gates, self.gate_grad, self.cam,
+                        self.layercam, names)
+
+    @staticmethod
+    def concat(parts: Sequence["Evidence"]) -> "Evidence":
+        """Join the evidence of consecutive batches along the image axis."""
+        if len(parts) == 1:
+            return parts[0]
+        cat, first = np.concatenate, parts[0]
+        names = tuple(n for p in parts for n in p.names) if all(p.names for p in parts) else ()
+        return Evidence(cat([p.target for p in parts]), cat([p.logits for p in parts]),
+                        *({k: cat([getattr(p, f)[k] for p in parts]) for k in getattr(first, f)}
+                          for f in ("gates", "gate_grad", "cam", "layercam")), names=names)
+
+
+@dataclass(frozen=True)
+class DeletionCurve:
+    """The target probability as a block's (or every block's) gates are set to 0, the most
+    important first by ``order`` ("attribution", "gate" or "random"; `se_viz.deletion`).
+
+    k (S,) int: gates removed at each step (0 .. C); fraction (S,) = k / C; prob (S,) float32:
+    the target class's probability; area: the trapezoid area under prob over fraction in
+    [0, 1] (lower = the order found the gates the class depends on sooner).
+    """
+
+    block: str
+    order: str
+    target: int
+    k: np.ndarray
+    fraction: np.ndarray
+    prob: np.ndarray
+    area: float

@@ -81,15 +81,22 @@ class GateRecorder:
 
     Inside the ``with`` block, forward passes made by this thread fill ``gates``,
     ``squeeze``, ``before`` and ``after`` (lists per block: numpy batches, or traced tensors
-    when ``symbolic``). Read them with `result` (eager) or `outputs` (symbolic).
+    when ``symbolic``) and, for the blocks in ``block_outputs``, ``block_out``: the output of
+    the network block that holds the attention block. Read them with `result` (eager) or
+    `outputs` (symbolic). ``tensors`` keeps the live tensors of an eager forward (for
+    gradients: `se_viz.engine.evidence`) instead of numpy copies.
     """
 
     def __init__(self, model: nn.Layer, features: Iterable[str] = (),
-                 intervention: Intervention | None = None, *, symbolic: bool = False) -> None:
+                 intervention: Intervention | None = None, *, symbolic: bool = False,
+                 tensors: bool = False, block_outputs: Iterable[str] = ()) -> None:
         self.model = model
         self.blocks = se_blocks(model)
         self.names = [name for name, _, _ in self.blocks]
         self.feature_blocks = check_names(features, self.names, "feature maps")
+        self.output_blocks = check_names(block_outputs, self.names, "block outputs")
+        self.block_out: dict[str, list] = {n: [] for n in self.output_blocks}
+        self.tensors = tensors
         self.intervention = intervention or Intervention()
         check_names(self.intervention.gates, self.names, "gate override")
         check_names(self.intervention.hidden_masks, self.names, "hidden-unit mask")
@@ -107,6 +114,12 @@ class GateRecorder:
         try:
             for name, _, se in self.blocks:
                 self._hook_block(name, se)
+            if self.output_blocks:
+                subs = dict(self.model.named_sublayers())
+                for b in self.model.info.blocks:
+                    if b.name in self.block_out:
+                        self._handles.append(subs[b.block_path].register_forward_post_hook(
+                            plain(self._store(self.block_out[b.name]))))
         except BaseException:
             self.remove()
             raise
@@ -125,8 +138,9 @@ class GateRecorder:
         return threading.get_ident() == self._thread
 
     def _keep(self, tensor: paddle.Tensor) -> Any:
-        """What a hook stores: the traced tensor itself, or a numpy copy owned by this call."""
-        return tensor if self.symbolic else np.array(tensor.numpy(), copy=True)
+        """What a hook stores: the traced (or live) tensor itself, or a numpy copy owned by
+        this call."""
+        return tensor if self.symbolic or self.tensors else np.array(tensor.numpy(), copy=True)
 
     def _hook_block(self, name: str, se: nn.Layer) -> None:
         def add(handle: Any) -> None:
@@ -163,12 +177,9 @@ class GateRecorder:
             if override is None:
                 store.append(self._keep(output))
                 return None
-            shape = list(output.shape)
-            forced = np.broadcast_to(
-                np.asarray(override, np.float32).reshape([-1] + [1] * (len(shape) - 2)),
-                shape).copy() if np.ndim(override) else np.full(shape, override, np.float32)
+            forced = gate_values(override, list(output.shape))
             store.append(forced)
-            return paddle.to_tensor(forced)  # replaces the gate for this call only
+            return paddle.to_tensor(forced).astype(output.dtype)  # for this call only
         return hook
 
     def _mask_hook(self, name: str, hidden: int):
@@ -181,7 +192,7 @@ class GateRecorder:
             if not self._mine():
                 return None
             shape = [1, hidden] + [1] * (len(output.shape) - 2)
-            return output * paddle.to_tensor(mask.reshape(shape))
+            return output * paddle.to_tensor(mask.reshape(shape)).astype(output.dtype)
         return hook
 
     def result(self, logits: np.ndarray) -> Capture:
@@ -212,13 +223,36 @@ class GateRecorder:
         return [value[role] for role in graph_outputs(self.feature_blocks)]
 
 
+def gate_values(override: float | np.ndarray, shape: list[int]) -> np.ndarray:
+    """An intervention's gates in a gate layer's own ``shape`` ((N, C) Linear SE, (N, C, 1, 1)
+    conv SE, (N, 1, C) ECA: N * C values in the same order): a constant, a (C,) array for
+    every image, or an (N, C) array, one row per image."""
+    n, c = shape[0], int(np.prod(shape[1:]))
+    value = np.asarray(override)  # float64 stays float64 (a float64 model's exact gates)
+    value = value.astype(np.float64 if value.dtype == np.float64 else np.float32)
+    if value.ndim == 0:
+        return np.full(shape, value, value.dtype)
+    if value.shape not in ((c,), (n, c)):
+        raise ValueError(f"gate override has shape {list(value.shape)}; this block needs "
+                         f"({c},) or ({n}, {c}) values")
+    return np.ascontiguousarray(np.broadcast_to(value.reshape(-1, c), (n, c)).reshape(shape))
+
+
 def capture_hooks(model: nn.Layer, batch: np.ndarray, features: Iterable[str] = (),
                   intervention: Intervention | None = None) -> Capture:
     """Reference capture of one (N, 3, H, W) float32 batch with forward hooks."""
     with model_lock(model), eval_mode(model):
         with paddle.no_grad(), GateRecorder(model, features, intervention) as rec:
-            logits = model(paddle.to_tensor(batch)).numpy()
+            logits = model(model_input(model, batch)).numpy()
         return rec.result(logits)
+
+
+def model_input(model: nn.Layer, batch: np.ndarray) -> paddle.Tensor:
+    """``batch`` as a tensor of the model's own float type (a model cast to float64 runs on
+    float64 images)."""
+    x = paddle.to_tensor(batch)
+    param = next(iter(model.parameters()), None)
+    return x if param is None or param.dtype == x.dtype else x.astype(param.dtype)
 
 
 class eval_mode:  # noqa: N801 - used like a function: ``with eval_mode(model):``
