@@ -83,9 +83,12 @@ def _targets(target: int | Sequence[int] | None, n: int, classes: int) -> np.nda
 
 def _explain_batch(model: Any, batch: np.ndarray, target: np.ndarray | None,
                    cam_blocks: tuple[str, ...]) -> Evidence:
-    with model_lock(model), eval_mode(model), paddle.set_grad_enabled(True):
+    with model_lock(model), eval_mode(model), paddle.set_grad_enabled(True), \
+            _weights_without_gradients(model):
+        x = model_input(model, batch)
+        x.stop_gradient = False  # the graph grows from the image, not from the weights
         with GateRecorder(model, tensors=True, block_outputs=cam_blocks) as rec:
-            logits = model(model_input(model, batch))
+            logits = model(x)
         if target is None:
             target = np.argmax(logits.numpy(), axis=1).astype(np.int64)
         picked = paddle.take_along_axis(logits, paddle.to_tensor(target[:, None]), axis=1)
@@ -99,23 +102,32 @@ def _explain_batch(model: Any, batch: np.ndarray, target: np.ndarray | None,
             out["gate_grad"][name] = _flat(dg.numpy(), n) if dg is not None else \
                 np.zeros_like(out["gates"][name])
         for name, a, da in zip(cam_blocks, acts, grads[len(gates):]):
-            a_np = a.numpy().astype(np.float32)
-            da_np = np.zeros_like(a_np) if da is None else da.numpy().astype(np.float32)
-            out["cam"][name], out["layercam"][name] = grad_cam(a_np, da_np)
+            da = paddle.zeros_like(a) if da is None else da
+            cam = paddle.nn.functional.relu((da.mean(axis=[2, 3], keepdim=True) * a).sum(1))
+            layer = paddle.nn.functional.relu((paddle.nn.functional.relu(da) * a).sum(1))
+            out["cam"][name] = cam.numpy().astype(np.float32)
+            out["layercam"][name] = layer.numpy().astype(np.float32)
         return Evidence(target=target, logits=logits.numpy().astype(np.float32), **out)
+
+
+class _weights_without_gradients:  # noqa: N801 - used like a function in a ``with``
+    """No weight gradient is computed during the call (the backward then skips every
+    filter-gradient kernel: only activations' gradients are needed); restored after."""
+
+    def __init__(self, model: Any) -> None:
+        self.params = [(p, p.stop_gradient) for p in model.parameters()]
+
+    def __enter__(self) -> None:
+        for p, _ in self.params:
+            p.stop_gradient = True
+
+    def __exit__(self, *exc: object) -> None:
+        for p, was in self.params:
+            p.stop_gradient = was
 
 
 def _flat(a: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(n, -1), dtype=np.float32)
-
-
-def grad_cam(acts: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Grad-CAM, LayerCAM), each (N, h, w) float32, from a block's output ``acts`` and the
-    gradient ``grads`` of the target logit with respect to it, both (N, C, h, w)."""
-    weights = grads.mean(axis=(2, 3))
-    cam = np.maximum(np.einsum("nc,nchw->nhw", weights, acts), 0.0)
-    layer = np.maximum((np.maximum(grads, 0.0) * acts).sum(axis=1), 0.0)
-    return cam.astype(np.float32), layer.astype(np.float32)
 
 
 def deletion(model: Any, image: Any, block_or_all: str, order: str = "attribution",
