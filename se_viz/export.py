@@ -9,6 +9,13 @@ preprocessing, se_viz version).
 * JSON: ``{"meta": {...}, "files": [...], "logits": [[...]], "gates": {block: [[...]]},
   "top5": [[{"index", "label", "probability"}, ...]]}``.
 * CSV (long format): ``file,array,index,value`` with ``array`` = ``logits`` or a block name.
+
+Class evidence (`se_viz.Evidence`, ``se-viz explain``) goes the same three ways
+(`write_evidence`, `read_evidence`): ``files``, ``target`` (N,), ``logits`` and per block
+``gates``, ``gate_grad``, ``attribution`` (N, C) and, for the blocks explained, ``cam`` and
+``layercam`` (N, h, w): NPZ keys ``{block}/{array}``, JSON ``{"blocks": {block: {array:
+lists}}}`` plus the class names, CSV one row per image x block x channel
+(``image,target,block,channel,gate,gate_grad,attribution``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 
 from .maths import softmax, top_k
 from .paths import atomic_write
+from .results import Evidence
 from .version import __version__
 
 FORMATS = (".npz", ".json", ".csv")
@@ -143,3 +151,112 @@ def _read_csv(text: str) -> tuple[list[str], np.ndarray, dict[str, np.ndarray], 
     stack = {a: np.asarray([rows[f][a] for f in files], np.float32) for a in names}
     logits = stack.pop("logits")
     return files, logits, stack, meta
+
+
+# ------------------------------------------------------------------ class evidence
+
+EVIDENCE_ARRAYS = ("gates", "gate_grad", "attribution", "cam", "layercam")
+
+
+def _evidence_blocks(ev: Evidence) -> dict[str, dict[str, np.ndarray]]:
+    """block -> array name -> float32 array; cam and layercam only where held."""
+    out = {}
+    for b in ev.gates:
+        arrays = {"gates": ev.gates[b], "gate_grad": ev.gate_grad[b],
+                  "attribution": ev.attribution(b), "cam": ev.cam.get(b),
+                  "layercam": ev.layercam.get(b)}
+        out[b] = {k: np.asarray(v, np.float32) for k, v in arrays.items() if v is not None}
+    return out
+
+
+def _files(ev: Evidence) -> list[str]:
+    return [ev.image_name(i) for i in range(len(ev))]
+
+
+def evidence_to_npz(ev: Evidence, meta: Mapping[str, object] | None = None) -> bytes:
+    """NPZ bytes: files, target (N,) int64, logits, meta (JSON) and ``{block}/{array}``."""
+    arrays = {"files": np.asarray(_files(ev), dtype=str),
+              "target": np.asarray(ev.target, np.int64),
+              "logits": np.asarray(ev.logits, np.float32),
+              "meta": np.asarray(json.dumps(dict(meta or {}), sort_keys=True))}
+    for b, held in _evidence_blocks(ev).items():
+        arrays.update({f"{b}/{k}": v for k, v in held.items()})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def evidence_to_json(ev: Evidence, meta: Mapping[str, object] | None = None,
+                     labels: Sequence[str] | None = None) -> bytes:
+    """JSON bytes: meta, files, target, target_label, logits, top5, class_names and
+    ``blocks`` {block: {array: nested lists}}."""
+    names = list(labels) if labels else None
+    doc = {"meta": dict(meta or {}), "files": _files(ev),
+           "target": [int(t) for t in ev.target],
+           "target_label": [names[t] if names else f"class {t}" for t in ev.target],
+           "logits": np.asarray(ev.logits, np.float32).tolist(),
+           "top5": _top5(np.asarray(ev.logits, np.float64), names), "class_names": names,
+           "blocks": {b: {k: v.tolist() for k, v in held.items()}
+                      for b, held in _evidence_blocks(ev).items()}}
+    return json.dumps(doc).encode("utf-8")
+
+
+def evidence_to_csv(ev: Evidence, meta: Mapping[str, object] | None = None) -> bytes:
+    """Long-format CSV bytes, one row per image x block x channel:
+    image,target,block,channel,gate,gate_grad,attribution; metadata as leading '#' lines."""
+    buf = io.StringIO()
+    for key, value in sorted(dict(meta or {}).items()):
+        buf.write(f"# {key}: {value}\n")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "target", "block", "channel", "gate", "gate_grad", "attribution"])
+    blocks = _evidence_blocks(ev)
+    for i, name in enumerate(_files(ev)):
+        target = int(ev.target[i])
+        for b, held in blocks.items():
+            rows = zip(held["gates"][i], held["gate_grad"][i], held["attribution"][i])
+            writer.writerows((name, target, b, c, repr(float(g)), repr(float(d)), repr(float(a)))
+                             for c, (g, d, a) in enumerate(rows))
+    return buf.getvalue().encode("utf-8")
+
+
+def write_evidence(path: str | Path, ev: Evidence, meta: Mapping[str, object] | None = None,
+                   labels: Sequence[str] | None = None) -> Path:
+    """Write the format chosen by ``path``'s suffix (.npz, .json or .csv), atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        data = evidence_to_npz(ev, meta)
+    elif suffix == ".json":
+        data = evidence_to_json(ev, meta, labels)
+    elif suffix == ".csv":
+        data = evidence_to_csv(ev, meta)
+    else:
+        raise ValueError(f"--out must end in {', '.join(FORMATS)}, got '{path.name}'")
+    return atomic_write(path, data)
+
+
+def read_evidence(path: str | Path) -> tuple[Evidence, dict]:
+    """Read an .npz or .json evidence export back: (Evidence named by its files, meta).
+    The CSV holds gates and gradients only; read it with any CSV reader."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            files, meta = [str(f) for f in z["files"]], json.loads(str(z["meta"]))
+            target, logits = z["target"], z["logits"]
+            blocks: dict[str, dict[str, np.ndarray]] = {}
+            for key in z.files:
+                if "/" in key:
+                    block, _, array = key.rpartition("/")
+                    blocks.setdefault(block, {})[array] = z[key]
+    elif suffix == ".json":
+        doc = json.loads(path.read_text("utf-8"))
+        files, meta = doc["files"], doc["meta"]
+        target, logits = np.asarray(doc["target"], np.int64), np.asarray(doc["logits"], np.float32)
+        blocks = {b: {k: np.asarray(v, np.float32) for k, v in held.items()}
+                  for b, held in doc["blocks"].items()}
+    else:
+        raise ValueError(f"cannot read evidence from '{path.name}': use .npz or .json")
+    fields = {f: {b: held[f] for b, held in blocks.items() if f in held}
+              for f in ("gates", "gate_grad", "cam", "layercam")}
+    return Evidence(target, logits, names=tuple(files), **fields), meta

@@ -45,9 +45,14 @@ def test_tour_runs_clean():
     assert any("se_viz Capture" in h and "SE_5_3" in h for h in html)  # Capture._repr_html_
     figures = [o["data"]["application/vnd.plotly.v1+json"] for c in cells for o in c.outputs
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 4
-    heatmap, profile, maps, compare = figures
+    assert len(figures) == 7
+    heatmap, profile, maps, compare, cam, attribution, deletion = figures
     assert [t["name"] for t in heatmap["data"]][:2] == ["SE_2_1", "SE_2_2"]
     assert {t["name"] for t in profile["data"]} >= {"mean", "entropy"}
     assert "SE_4_6" in json.dumps(maps["layout"]["title"])
     assert "rocket_falcon9_launch.jpg - cat_chelsea.jpg" in json.dumps(compare["layout"])
+    assert [t["type"] for t in cam["data"]] == ["image", "heatmap"]  # Grad-CAM over the crop
+    assert "Grad-CAM at SE_5_3" in json.dumps(cam["layout"]["title"])
+    assert [t["name"] for t in attribution["data"]] == ["all channels", "top 10 by |attribution|"]
+    assert [t["name"].split(" (area")[0] for t in deletion["data"]] == ["attribution", "gate",
+                                                                         "random"]

@@ -2,6 +2,8 @@
 
     se-viz capture IMAGE... [--arch A] [--weights PATH|pretrained] [--reduction R]
                             [--se-impl linear|conv] [--labels FILE] [--out FILE]
+    se-viz explain IMAGE... [--class K] [--blocks B ...] [--out FILE] [--png DIR]
+                            [model options as capture]
     se-viz archs [--no-counts]
     se-viz weights info|fetch|install|convert
     se-viz analyze DIR --out OUT
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 
 from ..errors import SEVizError
 from ..version import __version__
-from . import app, archs, capture, dataset, weights
+from . import app, archs, capture, dataset, explain, weights
 from .app import app_command, streamlit_flags
 from .common import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err,
                      resolve_weights)
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"se_viz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     capture.add_parser(sub)
+    explain.add_parser(sub)
     archs.add_parser(sub)
     weights.add_parser(sub)
     dataset.add_analyze(sub)

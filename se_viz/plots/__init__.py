@@ -9,12 +9,20 @@ From a `se_viz.Capture` (``index`` picks the image)::
     se_viz.plots.feature_maps(cap, 0, block, k=6)  # top/bottom channels before/after SE
     se_viz.plots.compare(cap, 0, 1)       # gate difference, image 1 - image 0
 
+From a `se_viz.Evidence` (``se_viz.explain``) and `se_viz.deletion` curves::
+
+    ev = se_viz.explain(model, images)
+    se_viz.plots.cam(ev, 0, block, image=crop)  # Grad-CAM (or kind="layercam") over the crop
+    se_viz.plots.attribution(ev, 0, block)      # gate vs gate x gradient, top channels named
+    se_viz.plots.attribution_heatmap(ev, 0)     # the heatmap coloured by attribution
+    se_viz.plots.deletion_figure(curves)        # probability as gates are removed
+
 Every function returns a ``plotly.graph_objects.Figure`` whose traces hold the capture's
 numbers (hover shows block, channel and value; given ``blocks=model.info.blocks`` also the
 module path, and stage boundaries). The builders underneath take plain arrays:
 `gates` (heatmaps, histograms, profiles, the paper's Fig. 6 view), `maps` (feature maps),
 `predictions`, `reduction`, `dataset` (stats.npz figures), `refit_figures`
-(se-viz refit); `style` is the one look.
+(se-viz refit), `evidence` (class evidence); `style` is the one look.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from .gates import (
     squeeze_gate_scatter,
     stats_profile,
 )
+from .evidence import (attribution, attribution_heatmap, cam, cam_overlay, deletion_figure,
+                       upsample)
 from .maps import maps_mosaic, overlay
 from .style import to_html
 
@@ -110,4 +120,5 @@ def compare(cap: Capture, a: int = 0, b: int = 1,
 __all__ = ["heatmap", "block_profile", "feature_maps", "compare", "gate_heatmap",
            "difference_heatmap", "gate_histogram", "stats_profile", "similarity_heatmap",
            "figure6", "distance_bars", "squeeze_gate_scatter", "gate_curve", "maps_mosaic",
-           "overlay", "to_html"]
+           "overlay", "to_html", "cam", "attribution", "attribution_heatmap",
+           "deletion_figure", "cam_overlay", "upsample"]

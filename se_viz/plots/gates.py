@@ -83,21 +83,31 @@ def _block_heatmap(z: np.ndarray, names: list[str], widths: Sequence[int], title
 
 def gate_heatmap(gates: Mapping[str, np.ndarray],
                  orders: Mapping[str, np.ndarray] | None = None, title: str = "",
-                 blocks: Blocks = None) -> go.Figure:
+                 blocks: Blocks = None, *, value: str = "gate",
+                 signed: bool = False) -> go.Figure:
     """All blocks' gates (C,) as one heatmap: rows = blocks in forward order (the first on
     top), one trace per block (see `_block_heatmap`), a fixed 0-1 colour scale; ``blocks``
     (the network's `model.info.blocks`) adds stage boundaries and module paths.
 
     With ``orders`` (block -> permutation) position j of a row shows channel orders[j], and
     the hover's channel comes from ``customdata``; without, the channel is the x position.
+    ``signed`` draws any real per-channel values instead (e.g. ``value="attribution"``,
+    `Evidence.attributions`): the diverging scale centred on 0, range +/- the largest |value|.
     """
     z, names = pad_blocks(gates, orders)
     ids = _channel_ids(gates, orders, z.shape) if orders else None
     channel = "%{customdata}" if orders else "%{x}"
+    if signed:
+        top = float(np.nanmax(np.abs(z))) or 1.0
+        scale = dict(cmid=0.0, cmin=-top, cmax=top, colorscale=DIFF_SCALE)
+        shown = "%{z:+.3g}"
+    else:
+        scale, shown = dict(cmin=0.0, cmax=1.0, colorscale=GATE_SCALE), "%{z:.3f}"
     return _block_heatmap(
-        z, names, [len(gates[n]) for n in names], title or "SE gates per block",
-        dict(cmin=0.0, cmax=1.0, colorscale=GATE_SCALE, colorbar=dict(title="gate")),
-        "block %{y}<br>channel " + channel + "<br>gate %{z:.3f}<extra></extra>", ids, blocks)
+        z, names, [len(gates[n]) for n in names],
+        title or ("SE gates per block" if value == "gate" else f"{value} per block"),
+        {**scale, "colorbar": dict(title=value)},
+        f"block %{{y}}<br>channel {channel}<br>{value} {shown}<extra></extra>", ids, blocks)
 
 
 def difference_heatmap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],

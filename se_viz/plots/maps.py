@@ -10,15 +10,16 @@ from plotly.colors import hex_to_rgb, sequential
 from .style import GATE_SCALE, f32
 
 
-def _viridis_lut() -> np.ndarray:
-    """(256, 3) uint8 colour table interpolated from plotly's Viridis stops."""
-    stops = np.array([hex_to_rgb(c) for c in sequential.Viridis], dtype=np.float64)
-    pos = np.linspace(0.0, 1.0, len(stops))
+def colour_table(stops: list[str]) -> np.ndarray:
+    """(256, 3) uint8 colour table interpolated from a plotly scale's hex stops (e.g.
+    ``plotly.colors.sequential.Viridis``): row round(255 * t) colours the value t in [0, 1]."""
+    rgb = np.array([hex_to_rgb(c) for c in stops], dtype=np.float64)
+    pos = np.linspace(0.0, 1.0, len(rgb))
     t = np.linspace(0.0, 1.0, 256)
-    return np.stack([np.interp(t, pos, stops[:, k]) for k in range(3)], 1).round().astype(np.uint8)
+    return np.stack([np.interp(t, pos, rgb[:, k]) for k in range(3)], 1).round().astype(np.uint8)
 
 
-VIRIDIS_LUT = _viridis_lut()
+VIRIDIS_LUT = colour_table(sequential.Viridis)
 
 
 def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:

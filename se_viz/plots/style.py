@@ -1,8 +1,9 @@
 """The one look of every se_viz figure: colour scales, palette, small helpers, HTML export.
 
-Gates on a fixed 0-1 "Viridis" scale, differences on "RdBu" centred at 0 with a symmetric
-range; every trace has a hover template naming block, channel and value. Arrays go in as
-float32 numpy (not lists) so plotly serialises them as compact typed arrays.
+Gates on a fixed 0-1 "Viridis" scale, differences and attributions on "RdBu" centred at 0
+with a symmetric range, class activation maps on "Inferno" from 0 to the map's max; every
+trace has a hover template naming block, channel and value. Arrays go in as float32 numpy
+(not lists) so plotly serialises them as compact typed arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from plotly.subplots import make_subplots
 
 GATE_SCALE = "Viridis"
 DIFF_SCALE = "RdBu"
+CAM_SCALE = "Inferno"  # class activation maps (Grad-CAM, LayerCAM), 0 to the map's max
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 GRID_COLS = 4
