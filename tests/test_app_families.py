@@ -114,7 +114,8 @@ VIEW_TEXTS = {"Overview": "Top-5 classes", "Block explorer": "Most amplified",
               "Compare blocks": "The paper's finding", "Compare images": "separate these images",
               "Class baseline": "Open a dataset's statistics",
               "Reduction ratio": ("Emulated r =", "r does not apply"),
-              "Interventions": "of the top-5 kept", "Export": "Figures as standalone HTML"}
+              "Interventions": "of the top-5 kept", "Class evidence": "Evidence for '",
+              "Export": "Figures as standalone HTML"}
 
 
 def _page_text(app: AppTest) -> str:

@@ -144,6 +144,7 @@ VIEWS = [
     ("Class baseline", "Open a dataset's statistics", None, None),
     ("Reduction ratio", "Per stage at r =", "Run emulation", "Emulated r ="),
     ("Interventions", "Force a block's gates", "Run intervention", "of the top-5 kept"),
+    ("Class evidence", "Evidence for '", "Run deletion", "area under the curve"),
     ("Export", "Figures as standalone HTML", None, None),
 ]
 
@@ -182,7 +183,7 @@ def test_every_view_draws_in_the_browser_without_errors(server):
             assert not js_errors, (tab, js_errors)
     print(f"\ncharts drawn per view: {charts}")
     for tab in ("Overview", "Block explorer", "SE block, step by step", "Compare blocks",
-                "Compare images", "Reduction ratio", "Interventions"):
+                "Compare images", "Reduction ratio", "Interventions", "Class evidence"):
         assert charts[tab] >= 1, (tab, charts)
     assert "Traceback" not in log.read_text()
 

@@ -183,8 +183,12 @@ def _overrides(ev: Evidence, blocks: list[str], rank: np.ndarray, ks: np.ndarray
                ) -> dict[str, np.ndarray]:
     """Per block an (S, C) gate array: the image's own gates with the first k[s] ranked
     gates set to 0 (blocks none of whose gates are removed keep their own values)."""
-    out = {b: np.repeat(ev.gates[b][:1], ks.shape[0], axis=0) for b in blocks}
-    for s, k in enumerate(ks):
-        for i, c in rank[:k]:
-            out[blocks[i]][s, c] = 0.0
+    out = {}
+    for i, b in enumerate(blocks):
+        gates = ev.gates[b][0]
+        place = np.empty(gates.shape[0], np.int64)  # each channel's place in the ranking
+        mine = np.flatnonzero(rank[:, 0] == i)
+        place[rank[mine, 1]] = mine
+        removed = ks[:, None] > place[None, :]      # (S, C): removed at step s
+        out[b] = np.where(removed, np.float32(0.0), gates[None, :]).astype(np.float32)
     return out
