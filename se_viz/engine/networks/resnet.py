@@ -32,13 +32,14 @@ def se_block(channels: int, reduction: float, impl: str) -> SEModule:
 
 
 class ConvBN(nn.Layer):
-    """Conv2D (no bias) + BatchNorm2D (+ ReLU), optionally after a 2x2 avg-pool (vd shortcut)."""
+    """PaddleClas's ``ConvBNLayer``: Conv2D (no bias, ``groups``) + BatchNorm2D (+ ReLU),
+    optionally after a 2x2 avg-pool in ceil mode (vd shortcut)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1,
-                 act: bool = False, avg_down: bool = False) -> None:
+                 act: bool = False, avg_down: bool = False, groups: int = 1) -> None:
         super().__init__()
         self._pool2d_avg = nn.AvgPool2D(2, 2, 0, ceil_mode=True) if avg_down else None
-        self._conv = nn.Conv2D(cin, cout, kernel, stride=stride,
+        self._conv = nn.Conv2D(cin, cout, kernel, stride=stride, groups=groups,
                                padding=(kernel - 1) // 2, bias_attr=False)
         self._batch_norm = nn.BatchNorm2D(cout, momentum=BN_MOMENTUM, epsilon=BN_EPS)
         self._act = nn.ReLU() if act else None

@@ -34,6 +34,7 @@ from paddle import nn
 from ...arch import BN_EPS, BN_MOMENTUM, DEPTHS, EXPANSION, ModelInfo, hidden_width
 from ...blocks import SIGMOID, AttentionBlock, block_name
 from ..attention import EcaModule, SEModule, eca_kernel, make_divisible
+from .resnet import ConvBN
 
 REDUCTION = 16
 STAGE_PLANES = (64, 128, 256, 512)  # bottleneck planes; a block's output is planes x 4
@@ -236,25 +237,6 @@ class LegacySENet(nn.Layer):
 
 # -- PaddleClas SE_ResNeXt50_vd_32x4d: se_resnext50_vd_32x4d ----------------------------------
 
-class PaddleClasConvBN(nn.Layer):
-    """PaddleClas's ``ConvBNLayer``: [2x2 avg pool, ceil mode] -> ``_conv`` (groups, no bias)
-    -> ``_batch_norm`` [-> ReLU, PaddleClas's BatchNorm(act="relu")]."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: bool = False, avg_down: bool = False) -> None:
-        super().__init__()
-        self._pool2d_avg = nn.AvgPool2D(2, 2, 0, ceil_mode=True) if avg_down else None
-        self._conv = conv(cin, cout, kernel, stride=stride, groups=groups)
-        self._batch_norm = bn(cout)
-        self._act = nn.ReLU() if act else None
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self._pool2d_avg is not None:
-            x = self._pool2d_avg(x)
-        x = self._batch_norm(self._conv(x))
-        return self._act(x) if self._act is not None else x
-
-
 class PaddleClasSEBottleneck(nn.Layer):
     """PaddleClas's ResNeXt ``BottleneckBlock``: ``conv0`` 1x1 -> ``conv1`` 3x3 (stride, 32
     groups) -> ``conv2`` 1x1 to 2 x width -> ``scale`` (SE), plus ``short``, ReLU."""
@@ -263,13 +245,13 @@ class PaddleClasSEBottleneck(nn.Layer):
                  attention: SEModule, short: str | None) -> None:
         super().__init__()
         cout = 2 * width
-        self.conv0 = PaddleClasConvBN(cin, width, 1, act=True)
-        self.conv1 = PaddleClasConvBN(width, width, 3, stride=stride, groups=cardinality,
+        self.conv0 = ConvBN(cin, width, 1, act=True)
+        self.conv1 = ConvBN(width, width, 3, stride=stride, groups=cardinality,
                                       act=True)
-        self.conv2 = PaddleClasConvBN(width, cout, 1)
+        self.conv2 = ConvBN(width, cout, 1)
         self.scale = attention
         # first block of the first stage: plain 1x1 projection; later stages: "vd" avg pool
-        self.short = (PaddleClasConvBN(cin, cout, 1, avg_down=short == "vd")
+        self.short = (ConvBN(cin, cout, 1, avg_down=short == "vd")
                       if short is not None else None)
         self.relu = nn.ReLU()
 
@@ -287,9 +269,9 @@ class PaddleClasSEResNeXt(nn.Layer):
     def __init__(self, arch: str = "se_resnext50_vd_32x4d", num_classes: int = 1000,
                  cardinality: int = 32) -> None:
         super().__init__()
-        self.conv1_1 = PaddleClasConvBN(3, 64, 3, stride=2, act=True)
-        self.conv1_2 = PaddleClasConvBN(64, 64, 3, act=True)
-        self.conv1_3 = PaddleClasConvBN(64, 128, 3, act=True)
+        self.conv1_1 = ConvBN(3, 64, 3, stride=2, act=True)
+        self.conv1_2 = ConvBN(64, 64, 3, act=True)
+        self.conv1_3 = ConvBN(64, 128, 3, act=True)
         self.pool2d_max = nn.MaxPool2D(3, 2, 1)
         self._blocks, attention, cin = [], [], 128
         for s, depth in enumerate(DEPTHS):
