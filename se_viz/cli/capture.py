@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import SEVizError
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, load_model, model_options, positive
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, load_model, model_options,
+                     positive, weights_options)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,12 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--se-weights", metavar="FILE",
                      help="SE blocks refit at another r by 'se-viz refit' (OUT/se_r8."
                           "safetensors) on these weights; --reduction stays the base's r")
-    cap.add_argument("--weights", metavar="PATH|pretrained",
-                     help="weights file, or 'pretrained' to download the default "
-                          "(default: the cached pretrained file, else untrained)")
-    cap.add_argument("--labels", metavar="FILE",
-                     help="class names, one per line in class-index order (a network "
-                          "fine-tuned on other classes; default: ImageNet-1k's names)")
+    weights_options(cap)
     cap.add_argument("--out", metavar="FILE", help="write .npz, .json or .csv; without it, "
                                                    "print the top-5 classes per image")
     cap.add_argument("--batch-size", type=positive, default=8)

@@ -120,6 +120,16 @@ def model_options(p: argparse.ArgumentParser, arch_default: str | None = "se_res
     p.add_argument("--width", type=positive, default=None, help=argparse.SUPPRESS)  # demos
 
 
+def weights_options(p: argparse.ArgumentParser) -> None:
+    """--weights and --labels: the network's file and its class names (capture, explain)."""
+    p.add_argument("--weights", metavar="PATH|pretrained",
+                   help="weights file, or 'pretrained' to download the default "
+                        "(default: the cached pretrained file, else untrained)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="class names, one per line in class-index order (a network "
+                        "fine-tuned on other classes; default: ImageNet-1k's names)")
+
+
 def workers_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
                    help="decoding processes, 0 = decode here (default: %(default)s)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import SEVizError
 from .capture import class_names
 from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fraction, load_model,
-                     model_options, positive)
+                     model_options, positive, weights_options)
 
 CAMS = ("gradcam", "layercam")
 
@@ -23,12 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "gate attribution (gate x d logit / d gate)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     model_options(p)
-    p.add_argument("--weights", metavar="PATH|pretrained",
-                   help="weights file, or 'pretrained' to download the default "
-                        "(default: the cached pretrained file, else untrained)")
-    p.add_argument("--labels", metavar="FILE",
-                   help="class names, one per line in class-index order (default: "
-                        "ImageNet-1k's names)")
+    weights_options(p)
     p.add_argument("--class", dest="target", metavar="K",
                    help="the class to explain for every image: an index or an exact class "
                         "name (default: each image's top-1 class)")
