@@ -57,13 +57,15 @@ def npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def assert_same_outputs(a: Path, b: Path) -> None:
-    """stats.npz bit-identical (meta aside: it names the folder) and per_image.csv identical."""
+    """stats.npz bit-identical (meta aside: it names the folder), per_image.csv and the gate
+    store (gates.parquet) identical."""
     x, y = npz_arrays(a / "stats.npz"), npz_arrays(b / "stats.npz")
     assert x.keys() == y.keys()
     for k in x:
         if k != "meta":
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
     assert (a / "per_image.csv").read_bytes() == (b / "per_image.csv").read_bytes()
+    assert (a / "gates.parquet").read_bytes() == (b / "gates.parquet").read_bytes()
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -8,6 +8,8 @@
     se-viz weights info|fetch|install|convert
     se-viz analyze DIR --out OUT
     se-viz refit DIR --reduction R [R ...] --out OUT [--holdout F] [--finetune]
+    se-viz atlas RESULTS --block B --channel C [--top K] [--bottom] [--class NAME] [--json]
+    se-viz atlas RESULTS --block B --like IMAGE [--top K] [--class NAME] [--json]
     se-viz app [--port P] [--address A]
 
 Expected problems (bad images, bad weights, offline) print one line on stderr and give a
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 
 from ..errors import SEVizError
 from ..version import __version__
-from . import app, archs, capture, dataset, explain, weights
+from . import app, archs, atlas, capture, dataset, explain, weights
 from .app import app_command, streamlit_flags
 from .common import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err,
                      resolve_weights)
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_parser(sub)
     dataset.add_analyze(sub)
     dataset.add_refit(sub)
+    atlas.add_parser(sub)
     app.add_parser(sub)
     return parser
 

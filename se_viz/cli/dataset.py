@@ -62,7 +62,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return EXIT_OK
     out = result.out
     print(f"{result.n_files - len(result.skipped)} of {result.n_files} images -> "
-          f"{out / 'stats.npz'}, {out / 'per_image.csv'}, {out / 'report.html'}")
+          f"{out / 'stats.npz'}, {out / 'per_image.csv'}, {out / 'gates.parquet'}, "
+          f"{out / 'report.html'}")
     if result.skipped:
         err_skipped(result.skipped, out / "skipped.txt")
         return EXIT_FAILED

@@ -17,7 +17,9 @@ gives bit-identical results. OUT (a folder shared by all ranks) then holds:
     files.jsonl      the file list, line i = ["class", "path/relative/to/DIR"] of image i
     stats.npz        per-class and all-image means/stds (format: se_viz.report)
     per_image.csv    file, class, prediction, top-1 probability; per block mean, entropy, top-5
-    per_image.parquet  the same table, only when pyarrow is installed (streamlit needs it)
+    per_image.parquet  the same table
+    gates.parquet    every image's gates for every block, 2 bytes a gate (`store`), the
+                     channel atlas's store (`atlas`, ``se-viz atlas``)
     skipped.txt      files that could not be used, with the reason
     report.html      standalone Plotly report (se_viz.report)
 
@@ -29,7 +31,9 @@ paddle is imported); the forward pass runs batched in the main process. Exit sta
 the command (`se_viz.cli`'s EXIT_*): 0 done, 1 done but some files were skipped (or an
 error), 3 stopped early.
 Modules: files (listing), decode (worker processes), shards (shard files, manifest, merge
-and output tables; numpy only), analyze (the run), report (the HTML page). ``se-viz
+and output tables; numpy only), store (the gate store's format and writer), network_id
+(which network made a run), analyze (the run), report (the HTML page), atlas (queries on
+the gate store: `atlas.GateStore`). ``se-viz
 refit`` (SE blocks refit at other r) is `se_viz.refit`, on the same files, workers and
 shards. The command line (``se-viz analyze``) lives in `se_viz.cli`.
 """

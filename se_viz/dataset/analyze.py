@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DatasetError
 from ..images import Preprocessing
 from .decode import Decoder
-from .files import FileList, list_images
+from .files import FileList, file_stamps, list_images
 from .shards import (ShardSums, build_manifest, claim_output, finish, n_shards, read_manifest,
                      save_npz, shard_done, shard_path, shard_range, wait_for_shards)
 
@@ -94,7 +94,8 @@ def compute_shards(model: Any, files: FileList, shards: Sequence[int], pre: Prep
             if ok:
                 cap = capture(model, x, batch_size=len(ok))
                 index = lo + np.asarray(ok, np.int64)
-                sums.add(index, files.labels[index], cap.gates, cap.probabilities)
+                sums.add(index, files.labels[index], cap.gates, cap.probabilities,
+                         file_stamps(files.root, [files.files[i] for i in index]))
             skipped += len(bad)
             bar.update(hi - lo)
             if skipped:

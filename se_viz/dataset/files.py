@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +76,16 @@ def _images_under(folder: Path, root: Path) -> list[str]:
         found += [Path(here, n).relative_to(root).as_posix() for n in names
                   if _is_image(Path(here, n))]
     return sorted(found)
+
+
+def file_stamps(root: Path, names: Sequence[str]) -> np.ndarray:
+    """(n, 2) int64: size in bytes and mtime in ns of each file (-1, -1 if it is gone); the
+    gate store keeps them to tell a moved or changed file."""
+    stamps = np.full((len(names), 2), -1, np.int64)
+    for i, name in enumerate(names):
+        try:
+            st = os.stat(root / name)
+        except OSError:
+            continue
+        stamps[i] = st.st_size, st.st_mtime_ns
+    return stamps

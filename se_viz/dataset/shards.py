@@ -6,8 +6,10 @@ without a model. Written by `se_viz.dataset.analyze`:
     manifest.json           settings + hash of the file list (`claim_output`, `read_manifest`)
     files.jsonl             line i = ["class", "path/relative/to/DIR"] of image i (`FileList`)
     shards/shard_XXXXX.npz  one shard's per-class count, sum, sum of squares of every gate
-                            (float64) and per-image rows, written atomically (`ShardSums`)
-    stats.npz, per_image.csv, per_image.parquet, skipped.txt, report.html   (`finish`)
+                            (float64), per-image rows and every image's gates (uint16, see
+                            `se_viz.dataset.store`), written atomically (`ShardSums`)
+    stats.npz, per_image.csv, per_image.parquet, gates.parquet, skipped.txt, report.html
+                            (`finish`)
 
 Shards are summed in shard order (`merge`), so the result does not depend on which process
 computed which shard.
@@ -19,7 +21,7 @@ import csv
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,12 +32,14 @@ from .. import maths
 from ..errors import DatasetError
 from ..paths import atomic_file, atomic_write, cleanup_partials
 from .files import FileList
+from .network_id import network_identity
+from .store import STORE_FILE, StoreChunk, quantize, write_store
 
 if TYPE_CHECKING:  # hints only: shards never imports Pillow or paddle
     from ..images import Preprocessing
 
 MANIFEST_FORMAT = "se_viz.dataset/1"
-SHARD_FORMAT = "se_viz.dataset_shard/1"
+SHARD_FORMAT = "se_viz.dataset_shard/2"  # /2: + gates, size, mtime_ns
 TOP = 5
 
 
@@ -44,7 +48,8 @@ TOP = 5
 
 class ShardSums:
     """Float64 sums of one shard: per class count, sum and sum of squares of every gate
-    (blocks concatenated: ``width`` = total channels), plus per-image rows and skipped files."""
+    (blocks concatenated: ``width`` = total channels), plus per-image rows, every image's
+    gates (uint16, `store.quantize`), its file's size and mtime, and skipped files."""
 
     def __init__(self, blocks: Sequence[str], width: int) -> None:
         self.blocks, self.width = list(blocks), width
@@ -52,11 +57,14 @@ class ShardSums:
         self.sum: dict[int, np.ndarray] = {}
         self.sumsq: dict[int, np.ndarray] = {}
         self.rows: list[dict[str, np.ndarray]] = []
+        self.gates: list[np.ndarray] = []
+        self.stamps: list[np.ndarray] = []
         self.bad: list[tuple[int, str]] = []
 
     def add(self, index: np.ndarray, labels: np.ndarray, gates: dict[str, np.ndarray],
-            probs: np.ndarray) -> None:
-        """index, labels (n,); gates block -> (n, C); probs (n, K) class probabilities."""
+            probs: np.ndarray, stamps: np.ndarray) -> None:
+        """index, labels (n,); gates block -> (n, C); probs (n, K) class probabilities;
+        stamps (n, 2) int64 size and mtime_ns of each file (`files.file_stamps`)."""
         g = np.concatenate([gates[b] for b in self.blocks], axis=1).astype(np.float64)
         for k in np.unique(labels).tolist():
             rows = g[labels == k]
@@ -67,6 +75,8 @@ class ShardSums:
             self.sum[k] += rows.sum(axis=0)
             self.sumsq[k] += (rows * rows).sum(axis=0)
         self.rows.append(image_rows(index, [gates[b] for b in self.blocks], probs))
+        self.gates.append(quantize(g))
+        self.stamps.append(np.asarray(stamps, np.int64).reshape(len(g), 2))
 
     def arrays(self, shard: int, key: str) -> dict[str, np.ndarray]:
         """The shard file's arrays (see `load_shard`)."""
@@ -80,6 +90,8 @@ class ShardSums:
                 "sumsq": np.array([self.sumsq[k] for k in ids]).reshape(len(ids), self.width),
                 "bad_index": np.array([i for i, _ in self.bad], np.int64),
                 "bad_reason": np.array([r for _, r in self.bad], dtype=str),
+                "gates": np.concatenate(self.gates or [np.zeros((0, self.width), np.uint16)]),
+                "stamps": np.concatenate(self.stamps or [np.zeros((0, 2), np.int64)]),
                 **{k: np.concatenate([r[k] for r in rows]) for k in rows[0]}}
 
 
@@ -174,7 +186,7 @@ def build_manifest(files: FileList, settings: Any, blocks: Sequence[tuple[str, i
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return {"key": key, "key_sha256": digest, "root": str(files.root.resolve()),
             "weights": info.weights, "untrained": bool(info.untrained),
-            "preprocessing": pre.describe()}
+            "preprocessing": pre.describe(), "network": network_identity(info)}
 
 
 def read_manifest(out: Path, fmt: str = MANIFEST_FORMAT) -> dict:
@@ -303,8 +315,33 @@ def _csv_to_parquet(source: Path, target: Path, header: Sequence[str]) -> None:
             writer.write_batch(batch)
 
 
+def store_chunks(out: Path, manifest: dict) -> Iterator[StoreChunk]:
+    """The gate store's rows from the finished shards, in shard order (gates and file
+    stamps from the shards, names from files.jsonl)."""
+    key = manifest["key"]
+    label_of = {name: k for k, name in enumerate(key["classes"])}
+    with open(out / "files.jsonl", encoding="utf-8", errors="surrogateescape") as listing:
+        for s in range(n_shards(key)):
+            lo, hi = shard_range(key, s)
+            names = [json.loads(next(listing)) for _ in range(lo, hi)]
+            d = load_shard(shard_path(out, s), manifest["key_sha256"])
+            rows = [names[i - lo] for i in d["index"].tolist()]
+            yield StoreChunk(d["index"], [f for _, f in rows],
+                             np.array([label_of[c] for c, _ in rows], np.int64),
+                             d["gates"], d["stamps"])
+
+
+def write_store_from_shards(out: Path, manifest: dict, row_group: int | None = None) -> Path:
+    """OUT/gates.parquet (`se_viz.dataset.store`) from OUT's finished shards."""
+    path = out / STORE_FILE
+    write_store(path, manifest["key"], manifest["key_sha256"], store_chunks(out, manifest),
+                *([row_group] if row_group else []))
+    return path
+
+
 def finish(out: Path, manifest: dict) -> list[tuple[str, str]]:
-    """Merge the shards and write stats.npz, per_image.csv, skipped.txt and report.html."""
+    """Merge the shards and write stats.npz, per_image.csv, gates.parquet, skipped.txt and
+    report.html."""
     from ..analysis.dataset_stats import stats_arrays
     from .report import write_report
 
@@ -314,6 +351,7 @@ def finish(out: Path, manifest: dict) -> list[tuple[str, str]]:
     if stats.all_count == 0:
         raise DatasetError(f"none of the {len(skipped)} files could be used (reasons in "
                            f"{out / 'skipped.txt'}); nothing to report.")
+    write_store_from_shards(out, manifest)
     save_npz(out / "stats.npz", stats_arrays(stats))
     write_report(stats, out / "report.html", skipped)
     return skipped
