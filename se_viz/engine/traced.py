@@ -497,7 +497,7 @@ def capture_fast(model: nn.Layer, batch: np.ndarray, batch_size: int = 16,
     """Capture of (N, 3, H, W) float32 ``batch`` through the fast graph, ``batch_size``
     images per run; the same fields as the hook capture. ``features``: block names whose
     maps before/after SE to keep (then the maps variant of the graph runs)."""
-    names = [name for name, _, _ in se_blocks(model)]
+    names = [b.name for b in model.info.blocks]  # no walk over the sublayers per call
     features = check_names(features, names, "feature maps")
     graph, _ = graph_for(model, maps=bool(features))
     parts = [graph.run(batch[i:i + batch_size], features)
