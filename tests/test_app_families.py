@@ -113,6 +113,7 @@ VIEW_TEXTS = {"Overview": "Top-5 classes", "Block explorer": "Most amplified",
               "SE block, step by step": ("The published SELayer2", "has no SE block"),
               "Compare blocks": "The paper's finding", "Compare images": "separate these images",
               "Class baseline": "Open a dataset's statistics",
+              "Channel atlas": "Open a results folder in the sidebar",
               "Reduction ratio": ("Emulated r =", "r does not apply"),
               "Interventions": "of the top-5 kept", "Class evidence": "Evidence for '",
               "Export": "Figures as standalone HTML"}

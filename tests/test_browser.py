@@ -283,3 +283,103 @@ def test_new_families_draw_every_view_in_the_browser(server):
     print(f"\nseconds per family (pick, heatmap, every view): "
           f"{ {a: round(s, 1) for a, s in timings.items()} }")
     assert "Traceback" not in log.read_text()
+
+
+# ----------------------------------------------------------------------------- channel atlas
+@pytest.fixture(scope="module")
+def atlas_results(tmp_path_factory) -> Path:
+    """A results folder of the server's own network (narrow SE-ResNet-50, 1000 classes,
+    224 crops) over tests/test_dataset.py's 18-image folder."""
+    from se_viz.dataset import Settings, analyze
+
+    from .test_dataset import QUIET, make_folder
+
+    images = make_folder(tmp_path_factory.mktemp("atlas_images"))
+    out = tmp_path_factory.mktemp("atlas_results")
+    net = Settings(weights=None, width=WIDTH, num_classes=1000, batch_size=6, shard_size=8)
+    assert analyze(images, out, net, QUIET).merged
+    return out
+
+
+def _atlas_ready(page, channel: int, block: str, k: int = 8) -> None:
+    """Until the atlas shows channel ``channel`` of ``block``: its top list's title, and
+    every thumbnail of the grid loaded."""
+    main = page.locator('[data-testid="stMain"]')
+    title = f"Top {k}: the highest gates of channel {channel} of {block}"
+    main.get_by_text(title).filter(visible=True).wait_for(timeout=90_000)
+    page.wait_for_function("() => { const imgs = [...document.querySelectorAll("
+                           "'[data-testid=\"stMain\"] [data-testid=\"stImage\"] img')]"
+                           ".filter(i => i.offsetParent !== null);"
+                           " return imgs.length > 0 && imgs.every(i => i.complete && "
+                           "i.naturalWidth > 0); }", timeout=60_000)
+
+
+def _shown(page):
+    """The main area's visible part (the open tab; others stay in the page, hidden)."""
+    return page.locator('[data-testid="stMain"]')
+
+
+def _grid_captions(page) -> list[str]:
+    return _shown(page).locator('[data-testid="stImage"]').filter(visible=True)\
+        .all_inner_texts()
+
+
+def test_channel_atlas_grid_and_click_through_from_the_overview(server, atlas_results):
+    """A results folder opened in the sidebar, a channel picked in the Channel atlas: the
+    grid of top and bottom images is there (the files GateStore.top names, pictures
+    loaded); then the Overview's "Open channel C of block B in the atlas" lands on the
+    atlas with that block and channel."""
+    from playwright.sync_api import expect
+
+    from se_viz.dataset.atlas import GateStore
+
+    url, log = server
+    store = GateStore.open(atlas_results)
+    js_errors: list[str] = []
+    with app_page(url, js_errors) as page:
+        uploader(page).set_input_files(str(PHOTO))
+        wait_for_heatmap(page)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("Channel atlas (results folder)").click()
+        box = sidebar.get_by_label("Results folder")
+        box.fill(str(atlas_results))
+        box.press("Enter")
+        start = time.perf_counter()
+        page.get_by_role("tab", name="Channel atlas").click()
+        main = _shown(page)
+        block = main.get_by_role("combobox", name="Attention block").filter(visible=True)\
+            .input_value().split()[0]
+        channel = main.get_by_label("Channel", exact=True).filter(visible=True)
+        channel.fill("5")
+        channel.press("Enter")
+        _atlas_ready(page, 5, block)
+        seconds = time.perf_counter() - start
+        captions = "\n".join(_grid_captions(page))
+        for hit in store.top(block, 5, k=8) + store.top(block, 5, k=8, bottom=True):
+            assert f"{hit.file} · {hit.class_name} · gate {hit.gate:.3f}" in captions
+        assert main.locator('[data-testid="stImage"] img').filter(visible=True).count() \
+            >= 16 + 8  # the two lists and the photo's closest images
+        assert page.locator('[data-testid="stException"]').count() == 0
+        print(f"\natlas: folder typed -> channel 5 of {block} drawn: {seconds:.1f} s")
+
+        page.get_by_role("tab", name="Overview").click()
+        _choose(page, "Block for the atlas", "SE_4_2")
+        main.get_by_role("button", name="Open channel 0 of SE_4_2 in the atlas")\
+            .wait_for(timeout=30_000)  # the block's own channel input is drawn
+        jump = main.get_by_label("Channel", exact=True).filter(visible=True)
+        jump.fill("7")
+        jump.press("Enter")
+        main.get_by_role("button", name="Open channel 7 of SE_4_2 in the atlas").click()
+        _atlas_ready(page, 7, "SE_4_2")
+        expect(page.get_by_role("tab", name="Channel atlas")).to_have_attribute(
+            "aria-selected", "true")
+        assert main.get_by_role("combobox", name="Attention block").filter(visible=True)\
+            .input_value().startswith("SE_4_2")
+        expect(main.get_by_label("Channel", exact=True).filter(visible=True))\
+            .to_have_value("7")
+        captions = "\n".join(_grid_captions(page))
+        for hit in store.top("SE_4_2", 7, k=8):
+            assert f"{hit.file} · {hit.class_name} · gate {hit.gate:.3f}" in captions
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert not js_errors, js_errors
+    assert "Traceback" not in log.read_text()

@@ -21,6 +21,7 @@ from ..plots import gate_curve
 from ..runs import Photo
 from . import sidebar
 from .common import chart, freeze_startup_heap, guard, log, queue_notice, server_log
+from .atlas_folder import atlas_ui
 from .refit_folder import refit_ui
 from .state import (Loaded, Page, env_int, keep_paddle_eager, results, shared_figure,
                     warm_imports)
@@ -29,9 +30,9 @@ from .views import LABELS, VIEWS
 TITLE = "SE gates: what channel attention attends to"
 
 
-def sidebar_ui(width: int | None) -> tuple[list[Photo], object, object, object]:
-    """Photos, the model (with its status), the dataset statistics and the refit folder
-    chosen in the sidebar."""
+def sidebar_ui(width: int | None) -> tuple[list[Photo], object, object, object, object]:
+    """Photos, the model (with its status), the dataset statistics, the refit folder and
+    the atlas's results folder chosen in the sidebar."""
     with st.sidebar:
         photos = sidebar.photos_ui()
         st.subheader("Model")
@@ -39,10 +40,11 @@ def sidebar_ui(width: int | None) -> tuple[list[Photo], object, object, object]:
         choice = sidebar.network_ui(width)
         baseline = sidebar.baseline_ui()
         refit = refit_ui()
+        atlas = atlas_ui()
     with status:
         model = sidebar.get_model(choice)
         sidebar.render_weights_status(model, width)
-    return photos, model, baseline, refit
+    return photos, model, baseline, refit, atlas
 
 
 def analyse_all(photos: list[Photo], model) -> Loaded:
@@ -78,7 +80,7 @@ def render_welcome(model) -> None:
 
 def app() -> None:
     width = env_int("SE_VIZ_WIDTH", None, "8 (a fast narrow demo model; unset: full size)")
-    photos, model, baseline, refit = sidebar_ui(width)
+    photos, model, baseline, refit, atlas = sidebar_ui(width)
     freeze_startup_heap()  # after the first model is built
     if model.info.untrained:
         st.warning("**Untrained weights: the attention shown means nothing.** Download the "
@@ -89,7 +91,7 @@ def app() -> None:
     loaded = analyse_all(photos, model)
     if not loaded.results:
         return
-    page = Page(loaded, model, baseline, refit)
+    page = Page(loaded, model, baseline, refit, atlas)
     for tab, view in zip(st.tabs(LABELS, key="view", on_change="rerun"), VIEWS):
         if tab.open is False:
             continue

@@ -65,12 +65,13 @@ class Loaded:
 @dataclass(frozen=True)
 class Page:
     """Everything a view draws from: the images and results, the network, and what the
-    sidebar opened (dataset statistics, a refit folder)."""
+    sidebar opened (dataset statistics, a refit folder, a results folder for the atlas)."""
 
     loaded: Loaded
     model: Any
     baseline: DatasetStats | None = None
     refit: Any = None
+    atlas: Any = None  # atlas_folder.AtlasFolder
     extras: dict = field(default_factory=dict)
 
 

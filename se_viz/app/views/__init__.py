@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import (block_explorer, class_baseline, class_evidence, compare_blocks, compare_images,
-               export, interventions, overview, reduction, se_block)
+from . import (block_explorer, channel_atlas, class_baseline, class_evidence, compare_blocks,
+               compare_images, export, interventions, overview, reduction, se_block)
 
 
 @dataclass(frozen=True)
@@ -18,5 +18,5 @@ class View:
 
 VIEWS = tuple(View(m.LABEL, m.render) for m in (
     overview, block_explorer, se_block, compare_blocks, compare_images, class_baseline,
-    reduction, interventions, class_evidence, export))
+    channel_atlas, reduction, interventions, class_evidence, export))
 LABELS = tuple(v.label for v in VIEWS)

@@ -12,6 +12,7 @@ from ...plots import gate_histogram, maps_mosaic, overlay, squeeze_gate_scatter
 from ...runs import net_key
 from ..common import block_ui, chart, ids_text
 from ..state import Page, shared_figure
+from .channel_atlas import jump_ui
 
 LABEL = "Block explorer"
 THUMB = 160  # pixels, overlay thumbnails
@@ -46,6 +47,7 @@ def render(page: Page) -> None:
               "scatter", height=340)
         st.caption(f"Strong channels suppressed: {ids_text(split['strong_suppressed'])}  \n"
                    f"Weak channels boosted: {ids_text(split['weak_boosted'])}")
+    jump_ui(model.info.blocks, "explorer_jump", block, int(top_channels(g, 1)[0]))
     show = st.radio("Show maps as", ("before and after SE", "overlay on the image"),
                     horizontal=True, key="maps_as")
     maps = res.maps[block]

@@ -17,6 +17,7 @@ from ...runs import ImageResult, Photo, net_key
 from ..common import chart, class_name, top_table
 from ..evidence import top1_evidence
 from ..state import Page, shared_figure
+from .channel_atlas import jump_ui
 
 LABEL = "Overview"
 ORDERS = ("natural", "sorted by gate", "sorted by another image")
@@ -45,6 +46,7 @@ def channel_orders(gates: dict, mode: str, ref: dict | None) -> dict | None:
 def render(page: Page) -> None:
     loaded, model = page.loaded, page.model
     mode, ref, colour = order_ui(loaded.names)
+    jump_ui(model.info.blocks, "overview_jump")  # a heatmap cell -> the Channel atlas
     ref_gates = loaded.result(ref).gates if ref else None
     ref_key = loaded.key[loaded.names.index(ref)] if ref else None
     for i, (photo, res) in enumerate(zip(loaded.photos, loaded.results)):
