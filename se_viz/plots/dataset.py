@@ -122,3 +122,22 @@ def typicality_figure(t: Mapping[str, Any]) -> go.Figure:
                                   range=[0, 1.02]),
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def class_box_figure(summaries: Sequence[Any], block: str, channel: int) -> go.Figure:
+    """One box per class with images (min, quartiles, median, max; mean and std as the
+    dashed line), sorted by median, highest first; ``summaries``: the channel atlas's
+    per-class summaries (``se_viz.dataset.atlas.ClassSummary``)."""
+    rows = sorted((s for s in summaries if s.count), key=lambda s: -s.median)
+    fig = go.Figure(go.Box(
+        x=[s.class_name for s in rows], q1=[s.q25 for s in rows],
+        median=[s.median for s in rows], q3=[s.q75 for s in rows],
+        lowerfence=[s.min for s in rows], upperfence=[s.max for s in rows],
+        mean=[s.mean for s in rows], sd=[s.std for s in rows], boxmean="sd",
+        customdata=[[s.count] for s in rows], name="gate", marker_color="#2b6cb0",
+        hovertemplate="%{x}<br>%{customdata[0]} images<extra></extra>"))
+    fig.update_layout(title=f"Gate of channel {channel} of {block} per class",
+                      yaxis_title="gate", xaxis_title="class", showlegend=False,
+                      margin=dict(t=50, b=40, l=50, r=20))
+    fig.update_yaxes(range=[-0.02, 1.02])
+    return fig

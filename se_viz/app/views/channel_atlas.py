@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from ...blocks import by_name, pick
-from ...dataset.atlas import ClassSummary
 from ...errors import DatasetError
 from ...runs import net_key
 from ..atlas_folder import THUMB, AtlasFolder, channel_maps, nearest, per_class, thumbnails, \
     top
+from ...plots.dataset import class_box_figure
 from ..common import block_ui, chart
 from ..state import Page
 
@@ -105,24 +104,6 @@ def render_lists(page: Page, folder: AtlasFolder, block: str, channel: int, k: i
     if any(h.status != "ok" for h in hits[0] + hits[1]):
         st.warning(f"Some files moved or changed since the folder was analysed (under "
                    f"`{store.root}`): their gates are the stored ones.")
-
-
-def class_box_figure(summaries: list[ClassSummary], block: str, channel: int) -> go.Figure:
-    """One box per class with images (min, quartiles, median, max; mean and std as the
-    dashed line), sorted by median, highest first."""
-    rows = sorted((s for s in summaries if s.count), key=lambda s: -s.median)
-    fig = go.Figure(go.Box(
-        x=[s.class_name for s in rows], q1=[s.q25 for s in rows],
-        median=[s.median for s in rows], q3=[s.q75 for s in rows],
-        lowerfence=[s.min for s in rows], upperfence=[s.max for s in rows],
-        mean=[s.mean for s in rows], sd=[s.std for s in rows], boxmean="sd",
-        customdata=[[s.count] for s in rows], name="gate", marker_color="#2b6cb0",
-        hovertemplate="%{x}<br>%{customdata[0]} images<extra></extra>"))
-    fig.update_layout(title=f"Gate of channel {channel} of {block} per class",
-                      yaxis_title="gate", xaxis_title="class", showlegend=False,
-                      margin=dict(t=50, b=40, l=50, r=20))
-    fig.update_yaxes(range=[-0.02, 1.02])
-    return fig
 
 
 def render_per_class(folder: AtlasFolder, block: str, channel: int) -> None:
