@@ -30,6 +30,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_PIXELS = 50_000_000
 MAX_BYTES = 50 * 1024 * 1024
 
+#: A JPEG decoded for a network (`decode_image(..., draft_for=pre)`) is scaled by 1/2, 1/4 or
+#: 1/8 in the DCT domain (Pillow's draft mode) only as far as its short side stays at least
+#: this many times the side `pre` resizes to; the antialiased resize that follows then hides
+#: the difference (measured in benchmarks/decode_bench.py, stated in the README).
+DRAFT_FACTOR = 4
+
 #: Pillow format ids tried by `decode_image`; nothing else is ever parsed (no EPS/PS, no PDF).
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 SUPPORTED_TEXT = "PNG, JPEG, WebP, BMP, TIFF or GIF"
@@ -100,8 +106,13 @@ TIMM_EVAL = Preprocessing(interpolation="bicubic")  # timm seresnet50: crop_pct 
 
 
 def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS,
-                 max_bytes: int = MAX_BYTES) -> Image.Image:
+                 max_bytes: int = MAX_BYTES,
+                 draft_for: Preprocessing | None = None) -> Image.Image:
     """Decode untrusted bytes into a fully loaded, detached RGB image (EXIF orientation applied).
+
+    draft_for: the preprocessing the image is decoded for. A large JPEG is then decoded at
+    1/2, 1/4 or 1/8 of its size (DCT scaling), keeping its short side at least `DRAFT_FACTOR`
+    x the side that preprocessing resizes to; other images are decoded in full, as without it.
 
     Raises `InvalidImageError` (and nothing else for bytes input) when the data is empty, larger
     than `max_bytes`, not a supported format, corrupt or truncated, declares more than
@@ -118,7 +129,7 @@ def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXE
         raise InvalidImageError(_too_many_bytes(name, len(data), max_bytes))
     with _pillow_warnings_as_errors():
         try:
-            return _decode(data, name, max_pixels)
+            return _decode(data, name, max_pixels, draft_for)
         except InvalidImageError:
             raise
         except Image.UnidentifiedImageError as exc:
@@ -138,7 +149,8 @@ def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXE
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES) -> Image.Image:
+               max_bytes: int = MAX_BYTES,
+               draft_for: Preprocessing | None = None) -> Image.Image:
     """Read an image file and decode it with `decode_image` (RGB, EXIF orientation applied)."""
     where = os.fspath(path)
     try:
@@ -162,7 +174,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS,
         raise InvalidImageError(f"'{where}' cannot be read ({exc.strerror or exc}). "
                                 "Check the path and its permissions.") from exc
     name = Path(where).name or where
-    return decode_image(data, name, max_pixels=max_pixels, max_bytes=max_bytes)
+    return decode_image(data, name, max_pixels=max_pixels, max_bytes=max_bytes,
+                        draft_for=draft_for)
 
 
 def image_digest(data: bytes) -> str:
@@ -179,15 +192,28 @@ def _pillow_warnings_as_errors() -> Iterator[None]:
         yield
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
+def _decode(data: bytes, name: str, max_pixels: int,
+            draft_for: Preprocessing | None) -> Image.Image:
     """Open with the allowed formats only, check the header size, then decode and convert."""
     with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as img:
-        _check_declared_size(img.size, name, max_pixels)
+        _check_declared_size(img.size, name, max_pixels)  # the true size, before any draft
+        if draft_for is not None:
+            _draft(img, draft_for)
         img.load()  # first frame only (GIF, TIFF, WebP)
         oriented = _exif_oriented(img)
     rgb = to_rgb(oriented)
     rgb.info = {}
     return rgb
+
+
+def _draft(img: Image.Image, pre: Preprocessing) -> None:
+    """Ask a not yet loaded JPEG (or MPO's first frame) to decode at the smallest DCT scale
+    whose short side is still >= `DRAFT_FACTOR` x the side `pre` resizes to; the mode is kept.
+
+    The request is square, so it holds for either orientation (EXIF transposes afterwards)."""
+    side = DRAFT_FACTOR * max(pre.resize, pre.crop)
+    if img.format in ("JPEG", "MPO") and min(img.size) >= 2 * side:
+        img.draft(None, (side, side))
 
 
 def _exif_oriented(img: Image.Image) -> Image.Image:

@@ -96,7 +96,7 @@ def nearest(key: tuple, block: str, k: int, klass: str | None, query: tuple, _ga
 # ----------------------------------------------------------------------------- pictures
 def _crop(path: Path, pre: images.Preprocessing) -> Image.Image:
     """The crop the network saw of the file at ``path`` (its run's preprocessing)."""
-    return images.center_crop(images.load_image(path), pre)
+    return images.center_crop(images.load_image(path, draft_for=pre), pre)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

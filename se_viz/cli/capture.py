@@ -42,7 +42,8 @@ def _capture_stream(model, paths: Sequence[str], batch_size: int):
     good, bad, parts, pending, names = [], [], [], [], []
     for k, path in enumerate(paths):
         try:
-            pending.append(preprocess(load_image(path), model.preprocessing))
+            pending.append(preprocess(load_image(path, draft_for=model.preprocessing),
+                                      model.preprocessing))
             names.append(path)
         except SEVizError as exc:
             err(str(exc))

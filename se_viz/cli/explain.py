@@ -113,7 +113,8 @@ def _explain_stream(model, args, target, blocks, folder):
     pending: list[tuple[str, np.ndarray]] = []
     for k, path in enumerate(args.images):
         try:
-            pending.append((path, np.asarray(center_crop(load_image(path), pre))))
+            pending.append((path, np.asarray(center_crop(load_image(path, draft_for=pre),
+                                                         pre))))
         except SEVizError as exc:
             err(str(exc))
             bad.append(path)

@@ -358,7 +358,7 @@ class GateStore:
             self.check_network(model)
         if preprocessing is None:
             preprocessing = self.preprocessing
-        img = image if hasattr(image, "mode") else load_image(image)
+        img = image if hasattr(image, "mode") else load_image(image, draft_for=preprocessing)
         cap = capture(model, preprocess(img, preprocessing)[None], batch_size=1)
         return self.nearest(cap.gates[block][0], block, k, klass)
 

@@ -21,7 +21,7 @@ def decode_files(paths: Sequence[str], pre: Preprocessing
     arrays, ok, bad = [], [], []
     for pos, path in enumerate(paths):
         try:
-            arrays.append(preprocess(load_image(path), pre))
+            arrays.append(preprocess(load_image(path, draft_for=pre), pre))
             ok.append(pos)
         except InvalidImageError as exc:
             bad.append((pos, str(exc)))

@@ -62,7 +62,7 @@ def run_image(photo: Photo, model: Any) -> ImageResult:
     The arrays are made read-only: a shared result cannot be changed by a view."""
     from ..engine.capture import capture
 
-    img = images.decode_image(photo.data, photo.name)
+    img = images.decode_image(photo.data, photo.name, draft_for=model.preprocessing)
     crop = np.asarray(images.center_crop(img, model.preprocessing), dtype=np.uint8)
     del img
     cap = capture(model, images.normalize(crop, model.preprocessing)[None],
