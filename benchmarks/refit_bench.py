@@ -1,10 +1,12 @@
 """How long `se-viz refit` takes on the full-size SE-ResNet-50 (a benchmark, not a test).
 
     .venv/bin/python benchmarks/refit_bench.py [--images 500] [--r 32] [--steps 400]
+        [--dtype float32|float64] [--no-finetune]
 
 1. pairs: 500 generated 224 x 224 images captured once by the seeded full-size network
    (fast engine), cached in $TMPDIR/se_viz_refit_bench/ (keyed by the settings);
-2. the blockwise refit of all 16 blocks at one r from those pairs (numpy, full-batch Adam);
+2. the blockwise refit of all 16 blocks at one r from those pairs (numpy, full-batch Adam,
+   its steps in --dtype: float32 by default, float64 as before 2026-12);
 3. --finetune's end-to-end cost per image: distillation steps (forward + backward through
    the frozen backbone, SE parameters trained) beside the eager forward alone and the fast
    capture per image, measured interleaved in this one run.
@@ -57,7 +59,8 @@ def pairs(model, n: int, cache: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def bench_fit(model, data: dict, r: float, steps: int) -> tuple[list[Row], dict]:
+def bench_fit(model, data: dict, r: float, steps: int, dtype: str = "float32"
+              ) -> tuple[list[Row], dict]:
     from se_viz.analysis.se_fit import FitSettings, fit_block, gate_errors, hidden_widths
     from se_viz.engine.weights import se_parameters
 
@@ -71,14 +74,14 @@ def bench_fit(model, data: dict, r: float, steps: int) -> tuple[list[Row], dict]
     for i, b in enumerate(base):
         t = time.perf_counter()
         fit = fit_block(base[b], data[f"z_{b}"][train], data[f"s_{b}"][train], widths[b],
-                        FitSettings(steps=steps), block=i)
+                        FitSettings(steps=steps, dtype=dtype), block=i)
         per_block[b] = time.perf_counter() - t
         fitted[b] = fit.params
         errors[b] = gate_errors(fit.params, data[f"z_{b}"][held], data[f"s_{b}"][held])["rmse"]
     total = time.perf_counter() - start
     slowest = max(per_block, key=per_block.get)
     rows = [Row("refit (numpy)", f"all 16 blocks at r = {r:g}, {train.stop} training pairs",
-                total, "s", "", f"{steps} Adam steps per block, float64"),
+                total, "s", "", f"{steps} Adam steps per block, {dtype}"),
             Row("refit (numpy)", "per Adam step, all blocks", 1e3 * total / steps, "ms"),
             Row("refit (numpy)", f"slowest block ({slowest})", per_block[slowest], "s"),
             Row("refit (numpy)", "held-out gate RMSE, mean over blocks",
@@ -124,6 +127,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=8, help="finetune batch")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="of the fit's Adam steps (float64: the method before 2026-12)")
+    p.add_argument("--no-finetune", action="store_true", help="time the pairs and the fit only")
     args = p.parse_args()
 
     from se_viz.engine.build import build_model
@@ -134,8 +140,10 @@ def main() -> None:
     data = pairs(model, args.images, cache)
     rows = [Row("pairs", f"{args.images} images captured (or read from {cache})",
                 time.perf_counter() - start, "s")]
-    fit_rows, fitted = bench_fit(model, data, args.r, args.steps)
-    rows += fit_rows + bench_finetune(model, fitted, args.r, args.batch, args.repeats)
+    fit_rows, fitted = bench_fit(model, data, args.r, args.steps, args.dtype)
+    rows += fit_rows
+    if not args.no_finetune:
+        rows += bench_finetune(model, fitted, args.r, args.batch, args.repeats)
     print(table(rows))
     print(f"\nmachine: {machine()}")
 

@@ -41,7 +41,12 @@ class RefitSettings:
         """The fitting settings that go into the manifest's key."""
         keys = ["holdout", "seed", "steps", "lr", "finetune"] + \
             (["finetune_epochs", "finetune_lr"] if self.finetune else [])
-        return {"refit": {k: getattr(self, k) for k in keys}}
+        from ..analysis.se_fit import FitSettings
+
+        # the fit's arithmetic is part of the key: a folder fitted by another version's
+        # optimiser (float64 Adam before "fit": "float32-adam") is refit, not resumed
+        return {"refit": {**{k: getattr(self, k) for k in keys},
+                          "fit": f"{FitSettings().dtype}-adam"}}
 
 
 
