@@ -22,7 +22,6 @@ EXPANSION = 4
 FULL_WIDTH = 64  # first stage's bottleneck width of SE-ResNet-50 (tests use 8)
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.9
-DEFAULT_REDUCTION = 16
 REDUCTION_RATIOS = (1, 2, 4, 8, 16, 32, 64)  # the r se_viz offers (the paper's Table 10 and more)
 
 # the layout a weights file has -> the arch it belongs to
@@ -41,16 +40,6 @@ def module_path(stage: int, index: int) -> str:
 
 
 BLOCK_NAMES = tuple(paper_name(s, i) for s, d in enumerate(DEPTHS) for i in range(d))
-STAGES = {f"stage {s + 2}": tuple(paper_name(s, i) for i in range(d))
-          for s, d in enumerate(DEPTHS)}
-
-
-def stage_of(block: str) -> int:
-    """Paper stage (2..5) of a block name such as ``SE_3_4``."""
-    parts = block.split("_")
-    if len(parts) != 3 or parts[0] != "SE" or not parts[1].isdigit():
-        raise ValueError(f"not a block name: {block!r}; use names like SE_2_1 ... SE_5_3")
-    return int(parts[1])
 
 
 def block_channels(width: int = FULL_WIDTH) -> dict[str, int]:

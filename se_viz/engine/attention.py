@@ -17,9 +17,8 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
+from ..arch import check_se_impl
 from ..blocks import Gate, SIGMOID
-
-SE_IMPLS = ("linear", "conv")
 
 
 class HardSigmoid(nn.Layer):
@@ -78,8 +77,7 @@ class SEModule(nn.Layer):
     def __init__(self, channels: int, hidden: int, *, act: str = "relu", gate: Gate = SIGMOID,
                  impl: str = "conv", names: tuple[str, str] = ("fc1", "fc2")) -> None:
         super().__init__()
-        if impl not in SE_IMPLS:
-            raise ValueError(f"unknown se_impl {impl!r}; choose one of {', '.join(SE_IMPLS)}")
+        check_se_impl(impl)
         if int(hidden) < 1:
             raise ValueError(f"SE hidden width must be >= 1, got {hidden!r}")
         self.channels, self.hidden, self.impl = int(channels), int(hidden), impl

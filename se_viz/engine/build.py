@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from paddle import nn
 
-from ..arch import SPECS, check_arch, preprocessing_for
+from ..arch import check_arch, preprocessing_for
 from ..errors import WeightsError
 from ..labels import read_labels
 from . import download, networks
@@ -44,8 +44,8 @@ def build_model(arch: str = "se_resnet50_vd", weights: str | os.PathLike | None 
     if weights is None:
         model = networks.build(arch, num_classes or 1000, **options)
         init_seeded(model, seed)
-        model.preprocessing = preprocessing_for("paddleclas" if arch == "se_resnet50" else
-                                                SPECS[arch].layout, arch)
+        # no file: PaddleClas's for the SE-ResNet-50 layouts (as before), else the network's own
+        model.preprocessing = preprocessing_for("paddleclas", arch)
         model.info = replace(model.info, extra={"seed": seed})
     else:
         pretrained = isinstance(weights, str) and weights == "pretrained"
