@@ -46,6 +46,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--families-only", action="store_true",
                     help="run the per-family table alone")
     ap.add_argument("--weights", help="weights file (default: seeded, untrained)")
+    ap.add_argument("--timm-onnx", type=Path, default=None,
+                    help="folder of benchmarks/timm_export.py's files: the floor rows "
+                         "(default $SE_VIZ_TIMM_ONNX or ~/.cache/se_viz/timm_onnx)")
+    ap.add_argument("--no-refit", action="store_true", help="skip the refit rows (~1 min)")
     ap.add_argument("--torch-python", default=os.environ.get("SE_VIZ_TORCH_PYTHON", sys.executable),
                     help="interpreter with torch for the PyTorch peer")
     return ap.parse_args()
@@ -335,9 +339,36 @@ def main() -> None:
         fast.forget(model)
         from se_viz.arch import ARCHS
         rows += family_rows(list(ARCHS) if args.families is None else args.families, plan)
+        rows += floor_section(args, plan)
+        if not (args.quick or args.no_refit):
+            rows += refit_rows()
     finally:
         shutil.rmtree(home, ignore_errors=True)
     _report(rows, started, args, info)
+
+
+def floor_section(args: argparse.Namespace, plan: Plan) -> list[Row]:
+    """benchmarks/floor.py's rows: capture vs ONNX Runtime on timm's export (--quick: the
+    issue's network at batch 1 only); a "skipped" row saying how when there are no files."""
+    import floor
+
+    folder = args.timm_onnx or floor.DEFAULT_DIR
+    archs = ["se_resnet50"] if args.quick else list(floor.ARCHS)
+    batches = [1] if args.quick else [1, 8]
+    return floor.floor_rows(folder, archs, batches, max(plan.n("fast"), 10), quiet=True)
+
+
+def refit_rows() -> list[Row]:
+    """benchmarks/refit_bench.py's fit rows: 16 blocks at r = 32 from 500 images' pairs."""
+    import refit_bench
+
+    from se_viz.engine.build import build_model
+
+    model = build_model("se_resnet50_vd", None)
+    data = refit_bench.pairs(model, 500, Path(tempfile.gettempdir()) / "se_viz_refit_bench")
+    rows, _ = refit_bench.bench_fit(model, data, 32, 400)
+    rows[0].vs = "goal <= 60 s"
+    return rows
 
 
 def _report(rows: list[Row], started: float, args: argparse.Namespace, info: dict) -> None:

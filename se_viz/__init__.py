@@ -40,7 +40,9 @@ def __getattr__(name: str):  # lazy: `import se_viz` stays cheap until paddle is
 
     if name in _LAZY:
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value  # resolved once: `se_viz.capture` is on every call's path
+        return value
     if name == "plots":
         return importlib.import_module(".plots", __name__)
     if name == "BLOCK_NAMES":  # kept for old callers: SE-ResNet-50's names only

@@ -1,0 +1,175 @@
+"""Capture against the floor: ONNX Runtime's plain forward of timm's own export of the
+same network, with the same weights, every family, batch 1 and 8.
+
+    python benchmarks/timm_export.py ...       # once, in a venv with torch + timm (its docstring)
+    python benchmarks/floor.py --timm-onnx ~/.cache/se_viz/timm_onnx
+    python benchmarks/floor.py --timm-onnx DIR --archs se_resnet50 --batch 1 --repeats 60
+
+For each network, se_viz builds its own network from timm's file (``DIR/<arch>.pth``,
+so both sides compute the same numbers) and four cases run interleaved in one process,
+back to back (``--gap`` adds idle time before each call: on this VM the idle second vCPU
+then takes 5-10 ms to wake, which swamps what is measured here):
+
+* timm: ONNX Runtime on ``DIR/<arch>.onnx`` (torch's exporter), the same session options
+  as se_viz's graphs (threads, spinning, every graph optimisation);
+* plain: se_viz's network, logits only, traced and converted the way the fast engine does;
+* graph: the fast engine's graph (logits, every gate and squeeze), ``session.run`` alone;
+* capture: ``se_viz.capture(model, x)``, everything a user's call does.
+
+Ratios are medians of per-round ratios. Then where the rest goes: the model check before
+every run (`traced.ModelState`), timed right after a forward, with CPython's dict tags and
+comparing the dicts (as where the tags are not available), and the graphs' nodes after
+ONNX Runtime's optimisations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import numpy as np  # noqa: E402
+
+from common import Row, interleaved, machine, median_ms, table  # noqa: E402
+
+ARCHS = ("se_resnet50", "seresnext50_32x4d", "legacy_seresnet50", "ecaresnet50d",
+         "efficientnet_b0", "mobilenetv3_large_100", "regnety_008", "lcnet_100")
+SECTION = "The floor: capture vs ONNX Runtime on timm's export (same weights)"
+DEFAULT_DIR = Path(os.environ.get("SE_VIZ_TIMM_ONNX", "~/.cache/se_viz/timm_onnx")).expanduser()
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    return float(np.median(np.asarray(a) / np.asarray(b)))
+
+
+def optimised_ops(onnx_bytes: bytes, threads: int) -> collections.Counter:
+    """Node types of ``onnx_bytes`` after ONNX Runtime's optimisations (as it runs it)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+        return collections.Counter(n.op_type for n in graph.node)
+
+
+def check_cost(model, graph, x: np.ndarray, repeats: int) -> tuple[float, float]:
+    """Medians (ms) of the model check right after a forward: with the dict tags, and
+    comparing the dicts (a ModelState made without the tags)."""
+    from se_viz.engine import dict_tags, traced
+
+    outs = [o.name for o in graph.session.get_outputs()]
+    with_tags = traced.ModelState(model)
+    saved = dict_tags.available
+    dict_tags.available = lambda: False
+    try:
+        compare = traced.ModelState(model)
+    finally:
+        dict_tags.available = saved
+    times: dict[str, list[float]] = {"tags": [], "compare": []}
+    for _ in range(repeats):
+        for name, state in (("tags", with_tags), ("compare", compare)):
+            graph.session.run(outs, {graph.input: x})
+            start = time.perf_counter()
+            assert not state.changed()
+            times[name].append(time.perf_counter() - start)
+    return median_ms(times["tags"]), median_ms(times["compare"])
+
+
+def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: float = 0.0
+              ) -> list[Row]:
+    import se_viz
+    from run import plain_onnx
+    from se_viz.engine import traced
+
+    model = se_viz.build_model(arch, weights=folder / f"{arch}.pth")
+    threads = traced.cpu_threads()
+    timm_bytes = (folder / f"{arch}.onnx").read_bytes()
+    plain_bytes = plain_onnx(model)
+    timm = traced.ort_session(timm_bytes, threads)
+    plain = traced.ort_session(plain_bytes, threads)
+    graph, _ = traced.graph_for(model)
+    outs = [o.name for o in graph.session.get_outputs()]
+    tin = timm.get_inputs()[0].name
+    rows = []
+    for n in batches:
+        x = np.random.default_rng(n).normal(0, 1, (n, 3, 224, 224)).astype(np.float32)
+        gap = float(np.abs(timm.run(None, {tin: x})[0] - se_viz.capture(model, x).logits).max())
+        t = interleaved({"timm": lambda: timm.run(None, {tin: x}),
+                         "plain": lambda: plain.run(None, {"images": x}),
+                         "graph": lambda: graph.session.run(outs, {graph.input: x}),
+                         "capture": lambda: se_viz.capture(model, x)}, repeats, 3, gap)
+        m = {k: median_ms(v) / n for k, v in t.items()}
+        r = {k: paired(t[k], t["timm"]) for k in t}
+        goal = "goal <= 1.03" if arch == "se_resnet50" else "goal <= 1.10"
+        rows.append(Row(SECTION, f"{arch}, batch {n}: capture / timm", r["capture"], "x", goal,
+                        f"capture {m['capture']:.2f} ms/img, timm {m['timm']:.2f}, plain "
+                        f"{m['plain']:.2f} ({r['plain']:.3f}x), graph {m['graph']:.2f} "
+                        f"({r['graph']:.3f}x); capture / plain "
+                        f"{paired(t['capture'], t['plain']):.3f}x; logits within {gap:.1e}"))
+    tags, compare = check_cost(model, graph, np.zeros((1, 3, 224, 224), np.float32),
+                               max(10, repeats // 2))
+    ops = {"timm": optimised_ops(timm_bytes, threads), "plain": optimised_ops(plain_bytes, threads)}
+    differ = sorted(k for k in ops["timm"].keys() | ops["plain"].keys()
+                    if ops["timm"][k] != ops["plain"][k])
+    rows.append(Row(SECTION, f"{arch}: model check before each run, right after a forward",
+                    tags, "ms", f"comparing the dicts: {compare:.2f} ms",
+                    f"{len(model.state_dict())} tensors; nodes after ORT's optimisations: "
+                    f"timm {sum(ops['timm'].values())}, se_viz {sum(ops['plain'].values())}"
+                    + ("; differ in " + ", ".join(f"{k} {ops['timm'][k]}/{ops['plain'][k]}"
+                                                  for k in differ) if differ else "")))
+    traced.forget(model)
+    return rows
+
+
+def floor_rows(folder: Path, archs: list[str], batches: list[int], repeats: int,
+               gap: float = 0.0, quiet: bool = False) -> list[Row]:
+    missing = [a for a in archs if not (folder / f"{a}.onnx").is_file()
+               or not (folder / f"{a}.pth").is_file()]
+    rows = [Row(SECTION, f"{a}: skipped", float("nan"), "", "",
+                f"no {folder}/{a}.onnx + .pth: make them with benchmarks/timm_export.py")
+            for a in missing]
+    for arch in archs:
+        if arch not in missing:
+            rows += arch_rows(arch, folder, batches, repeats, gap)
+            if not quiet:
+                print(table(rows[-len(batches) - 1:]), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timm-onnx", type=Path, default=DEFAULT_DIR,
+                    help=f"folder of timm_export.py's files (default {DEFAULT_DIR})")
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS))
+    ap.add_argument("--batch", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="idle seconds before each timed call (default 0: back to back; "
+                         "on this VM an idle gap adds the wake-up of the second vCPU, 5-10 "
+                         "ms, to whichever case runs next)")
+    args = ap.parse_args()
+    os.environ.setdefault("SE_VIZ_HOME", tempfile.mkdtemp(prefix="se_viz_floor_"))
+    info = machine()
+    print(f"machine: {info.get('cpu', '?')}, {info['cores']} cores; load average "
+          f"{info['load_avg'][0]:.2f}", flush=True)
+    start = time.perf_counter()
+    rows = floor_rows(args.timm_onnx, args.archs, args.batch, args.repeats, args.gap)
+    print("\n" + table(rows))
+    print(f"\n({time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
