@@ -12,7 +12,8 @@ then takes 5-10 ms to wake, which swamps what is measured here):
 
 * timm: ONNX Runtime on ``DIR/<arch>.onnx`` (torch's exporter), the same session options
   as se_viz's graphs (threads, spinning, every graph optimisation);
-* plain: se_viz's network, logits only, traced and converted the way the fast engine does;
+* plain: se_viz's network, logits only, traced and converted the way the fast engine does
+  (its session fixed to the network's input size, as the fast engine's);
 * graph: the fast engine's graph (logits, every gate and squeeze), ``session.run`` alone;
 * capture: ``se_viz.capture(model, x)``, everything a user's call does.
 
@@ -49,8 +50,9 @@ def paired(a: list[float], b: list[float]) -> float:
     return float(np.median(np.asarray(a) / np.asarray(b)))
 
 
-def optimised_ops(onnx_bytes: bytes, threads: int) -> collections.Counter:
-    """Node types of ``onnx_bytes`` after ONNX Runtime's optimisations (as it runs it)."""
+def optimised_ops(onnx_bytes: bytes, threads: int, size=None) -> collections.Counter:
+    """Node types of ``onnx_bytes`` after ONNX Runtime's optimisations (as it runs it;
+    ``size``: with the height and width fixed, as the fast engine's session)."""
     import onnx
     import onnxruntime as ort
 
@@ -60,6 +62,9 @@ def optimised_ops(onnx_bytes: bytes, threads: int) -> collections.Counter:
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        if size is not None:
+            opts.add_free_dimension_override_by_name("height", int(size[0]))
+            opts.add_free_dimension_override_by_name("width", int(size[1]))
         ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
         graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
         return collections.Counter(n.op_type for n in graph.node)
@@ -99,7 +104,7 @@ def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: fl
     timm_bytes = (folder / f"{arch}.onnx").read_bytes()
     plain_bytes = plain_onnx(model)
     timm = traced.ort_session(timm_bytes, threads)
-    plain = traced.ort_session(plain_bytes, threads)
+    plain = traced.ort_session(plain_bytes, threads, size=traced.own_size(model))
     graph, _ = traced.graph_for(model)
     outs = [o.name for o in graph.session.get_outputs()]
     tin = timm.get_inputs()[0].name
@@ -121,7 +126,8 @@ def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: fl
                         f"{paired(t['capture'], t['plain']):.3f}x; logits within {gap:.1e}"))
     tags, compare = check_cost(model, graph, np.zeros((1, 3, 224, 224), np.float32),
                                max(10, repeats // 2))
-    ops = {"timm": optimised_ops(timm_bytes, threads), "plain": optimised_ops(plain_bytes, threads)}
+    ops = {"timm": optimised_ops(timm_bytes, threads),
+           "plain": optimised_ops(plain_bytes, threads, traced.own_size(model))}
     differ = sorted(k for k in ops["timm"].keys() | ops["plain"].keys()
                     if ops["timm"][k] != ops["plain"][k])
     rows.append(Row(SECTION, f"{arch}: model check before each run, right after a forward",

@@ -68,7 +68,8 @@ def plain_graph(model):
     way as the fast engine's graph, in an ONNX Runtime session with the same options."""
     from se_viz.engine import traced
 
-    return traced.ort_session(plain_onnx(model), traced.cpu_threads())
+    return traced.ort_session(plain_onnx(model), traced.cpu_threads(),
+                              size=traced.own_size(model))
 
 
 def plain_onnx(model) -> bytes:
@@ -228,7 +229,7 @@ def family_rows(archs: list[str], plan: Plan) -> list[Row]:
         traced.graph_for(model)
         t = interleaved({"plain": lambda: plain.run(None, {"images": x}),
                          "capture": lambda: se_viz.capture(model, x)},
-                        plan.n("fast"), plan.warmup)
+                        plan.n("fast"), plan.warmup, gap_s=0.0)  # floor.py: why no gap
         gmacs = costs.model_costs(model, 224).flops_total / 1e9
         m = {k: median_ms(v) for k, v in t.items()}
         rows.append(Row(sec, f"{arch}: {len(model.info.blocks)} blocks, {gmacs:.2f} GMACs",

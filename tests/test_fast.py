@@ -520,3 +520,40 @@ def test_benchmark_suite_runs_in_quick_mode(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     gate = [r for r in rows if r["name"] == "largest gate difference"]
     assert len(gate) == 1 and 0 <= gate[0]["value"] <= 1e-4
+
+
+def test_the_networks_own_size_runs_in_a_session_fixed_to_it():
+    """Fixed height and width let ONNX Runtime fuse residual adds (onnx_rewrite); other
+    sizes run in a second session made on first use, with the same numbers as the hooks."""
+    model = make_tiny("se_resnet50", seed=31)
+    size = model.preprocessing.crop
+    x = batch(2, size=size, seed=32)
+    got = se_viz.capture(model, x, engine="fast")
+    graph, _ = traced.graph_for(model)
+    assert graph.size == (size, size) and graph._any_size is None  # one session so far
+    assert_same_capture(got, se_viz.capture(model, x, engine="eager"))
+    small = batch(1, size=48, seed=33)
+    assert_same_capture(se_viz.capture(model, small, engine="fast"),
+                        se_viz.capture(model, small, engine="eager"))
+    assert graph.any_size() is graph._any_size is not None
+    assert graph.any_size().get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    assert graph.session.get_inputs()[0].shape[2:] == [size, size]
+
+
+def test_a_graph_input_that_is_not_an_image_batch_is_refused():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from se_viz.engine import onnx_rewrite
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])],
+                                                "g", [x], [y]))
+    with pytest.raises(ValueError, match="image input"):
+        onnx_rewrite.rewrite(model.SerializeToString())
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, None, 7])
+    data = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])],
+                                               "g", [image], [y])).SerializeToString()
+    dims = onnx.load_from_string(onnx_rewrite.rewrite(data)).graph.input[0].type.tensor_type
+    assert [d.dim_param or d.dim_value for d in dims.shape.dim] == ["batch", 3, "height", 7]
