@@ -40,18 +40,25 @@ class Plan:
 
 
 def interleaved(cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                gap_s: float = 0.02) -> dict[str, list[float]]:
+                gap_s: float = 0.02, shuffle: bool = False) -> dict[str, list[float]]:
     """Seconds per call of every case, run in turn (a, b, c, a, b, c, ...) after warm-up.
 
     Interleaving puts the machine's noise on every case alike. ``gap_s`` of idle time
     before each timed call lets the previous case's worker threads stop spinning.
+    ``shuffle``: a new (seeded) order every round, so that no case always runs right after
+    another that leaves the same weights in the caches (two cases sharing a session).
     """
+    import random
+
     for fn in cases.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
+    order, rng = list(cases.items()), random.Random(0)
     for _ in range(repeats):
-        for name, fn in cases.items():
+        if shuffle:
+            rng.shuffle(order)
+        for name, fn in order:
             time.sleep(gap_s)
             start = time.perf_counter()
             fn()

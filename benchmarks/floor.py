@@ -7,8 +7,10 @@ same network, with the same weights, every family, batch 1 and 8.
 
 For each network, se_viz builds its own network from timm's file (``DIR/<arch>.pth``,
 so both sides compute the same numbers) and four cases run interleaved in one process,
-back to back (``--gap`` adds idle time before each call: on this VM the idle second vCPU
-then takes 5-10 ms to wake, which swamps what is measured here):
+back to back, in a new seeded order every round (``graph`` and ``capture`` share a session:
+in a fixed order one would always find the other's weights in the caches), ``--gap`` adds
+idle time before each call (on this VM the idle second vCPU then takes 5-10 ms to wake,
+which swamps what is measured here):
 
 * timm: ONNX Runtime on ``DIR/<arch>.onnx`` (torch's exporter), the same session options
   as se_viz's graphs (threads, spinning, every graph optimisation);
@@ -115,7 +117,8 @@ def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: fl
         t = interleaved({"timm": lambda: timm.run(None, {tin: x}),
                          "plain": lambda: plain.run(None, {"images": x}),
                          "graph": lambda: graph.session.run(outs, {graph.input: x}),
-                         "capture": lambda: se_viz.capture(model, x)}, repeats, 3, gap)
+                         "capture": lambda: se_viz.capture(model, x)}, repeats, 3, gap,
+                        shuffle=True)
         m = {k: median_ms(v) / n for k, v in t.items()}
         r = {k: paired(t[k], t["timm"]) for k in t}
         goal = "goal <= 1.03" if arch == "se_resnet50" else "goal <= 1.10"

@@ -320,6 +320,7 @@ class ModelState:
 
     def __init__(self, model: nn.Layer) -> None:
         self.model = weakref.ref(model)
+        self.lock = model_lock(model)
         # strong references (the model itself only weakly, so a dropped model is freed)
         self.layers, self.tensors = self._walk(model)
         self.types = list(map(type, self.layers))
@@ -479,7 +480,7 @@ def _bind_or_fail(model: nn.Layer, maps: bool) -> _Binding:
 
 def _stale(model: nn.Layer, binding: _Binding) -> bool:
     """Checked under the model's lock: an eager capture's own hooks are not a change."""
-    with model_lock(model):
+    with binding.state.lock:  # model_lock(model), looked up once
         return binding.state.changed()
 
 
