@@ -48,10 +48,6 @@ SECTION = "The floor: capture vs ONNX Runtime on timm's export (same weights)"
 DEFAULT_DIR = Path(os.environ.get("SE_VIZ_TIMM_ONNX", "~/.cache/se_viz/timm_onnx")).expanduser()
 
 
-def paired(a: list[float], b: list[float]) -> float:
-    return float(np.median(np.asarray(a) / np.asarray(b)))
-
-
 def optimised_ops(onnx_bytes: bytes, threads: int, size=None) -> collections.Counter:
     """Node types of ``onnx_bytes`` after ONNX Runtime's optimisations (as it runs it;
     ``size``: with the height and width fixed, as the fast engine's session)."""
@@ -98,7 +94,7 @@ def check_cost(model, graph, x: np.ndarray, repeats: int) -> tuple[float, float]
 def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: float = 0.0
               ) -> list[Row]:
     import se_viz
-    from run import plain_onnx
+    from run import paired, plain_onnx
     from se_viz.engine import traced
 
     model = se_viz.build_model(arch, weights=folder / f"{arch}.pth")

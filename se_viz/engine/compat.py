@@ -9,7 +9,7 @@ another version warns once (`PaddleVersionWarning`); an access that is gone rais
                            _buffers, _sub_layers          (traced.ModelState)
     inplace_versions(ts)   Tensor._inplace_version()      (traced.ModelState)
     data_ptrs(ts)          Tensor.data_ptr()              (traced.ModelState)
-    memory(t)              a CPU tensor's bytes, read in place through ctypes (traced.ModelState)
+    memory(t)              a CPU tensor's bytes, read in place through ctypes
     value_reader(ts, ix)   a few values of many tensors, read in place by one gather (traced.ModelState)
     set_num_threads(n)     paddle.base.core.set_num_threads   (runtime.set_cpu_threads)
     eager_mode_guard()     paddle.base.framework.global_var._functional_dygraph_context_manager
@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import paddle
+
+from .gather import reader
 
 CHECKED_ON = ("3.3",)  # Paddle major.minor versions every access here was checked on
 LAYER_DICTS = ("_forward_pre_hooks", "_forward_post_hooks", "_parameters", "_buffers",
@@ -102,25 +104,26 @@ def layers_parts(layers: Sequence[paddle.nn.Layer]) -> list[tuple[dict, ...]]:
 def inplace_versions(tensors: Sequence[paddle.Tensor]) -> list[int]:
     """Each tensor's in-place version: a counter Paddle bumps on every in-place write.
     (Mapped in C: ~0.1 us a tensor; read before every fast capture.)"""
-    try:
-        return list(map(paddle.Tensor._inplace_version, tensors))
-    except (AttributeError, TypeError):  # gone, or not a paddle.Tensor: ask each one
-        try:
-            return [t._inplace_version() for t in tensors]
-        except AttributeError as exc:
-            raise _error("Tensor._inplace_version()", exc) from exc
+    return _each("_inplace_version", tensors)
 
 
 def data_ptrs(tensors: Sequence[paddle.Tensor]) -> list[int]:
     """Each tensor's data address (int): it changes when Paddle gives a tensor new memory
     (a cast, a move to another device)."""
+    return _each("data_ptr", tensors)
+
+
+def _each(method: str, tensors: Sequence[paddle.Tensor]) -> list:
+    """``t.<method>()`` of every tensor, mapped in C through ``paddle.Tensor``'s method;
+    asked of each one when that is gone or a tensor is not a ``paddle.Tensor`` (raising
+    `PaddleCompatError` naming the method when it is missing)."""
     try:
-        return list(map(paddle.Tensor.data_ptr, tensors))
-    except (AttributeError, TypeError):  # gone, or not a paddle.Tensor: ask each one
+        return list(map(getattr(paddle.Tensor, method), tensors))
+    except (AttributeError, TypeError):
         try:
-            return [t.data_ptr() for t in tensors]
+            return [getattr(t, method)() for t in tensors]
         except AttributeError as exc:
-            raise _error("Tensor.data_ptr()", exc) from exc
+            raise _error(f"Tensor.{method}()", exc) from exc
 
 
 def memory(t: paddle.Tensor) -> np.ndarray:
@@ -128,10 +131,7 @@ def memory(t: paddle.Tensor) -> np.ndarray:
     later in-place writes. Valid only while ``data_ptrs([t])`` is unchanged (compare before
     reading). (0, element size) for a tensor not on the CPU, whose memory is not readable
     here. Sized from the tensor's own dtype, so any dtype is read within its bounds."""
-    try:
-        size = t.element_size()
-    except AttributeError as exc:
-        raise _error("Tensor.element_size()", exc) from exc
+    size = _element_size(t)
     n = math.prod(t.shape)
     if n == 0 or not t.place.is_cpu_place():
         return np.empty((0, size), np.uint8)
@@ -139,37 +139,28 @@ def memory(t: paddle.Tensor) -> np.ndarray:
     return np.ctypeslib.as_array(raw).reshape(n, size)
 
 
+def _element_size(t: paddle.Tensor) -> int:
+    try:
+        return t.element_size()
+    except AttributeError as exc:
+        raise _error("Tensor.element_size()", exc) from exc
+
+
 def value_reader(tensors: Sequence[paddle.Tensor], index: Sequence[Sequence[int]]):
     """A function returning, as one uint8 array, the bytes of the values ``index[i]`` of
-    each CPU tensor ``tensors[i]``, read in place by one numpy gather (no Python object per
-    value: the cheapest way to look at a few values of many tensors). Valid only while
-    `data_ptrs` of the tensors is unchanged (compare before calling it). Tensors not on the
-    CPU and out-of-range indices are skipped."""
+    each CPU tensor ``tensors[i]``, read in place by one numpy gather (`gather.reader`: the
+    cheapest way to look at a few values of many tensors). Valid only while `data_ptrs` of
+    the tensors is unchanged (compare before calling it). Tensors not on the CPU and
+    out-of-range indices are skipped."""
     starts: list[np.ndarray] = []
     for t, idx in zip(tensors, index):
-        size, n = memory(t).shape[1], math.prod(t.shape)
+        n = math.prod(t.shape)
         if n == 0 or not t.place.is_cpu_place():
             continue
-        base = data_ptrs([t])[0]
+        size = _element_size(t)
         values = np.asarray([i for i in idx if 0 <= i < n], np.int64)
-        starts.append((base + values[:, None] * size + np.arange(size)).ravel())
-    if not starts:
-        return lambda: np.empty(0, np.uint8)
-    flat = np.concatenate(starts)
-    low = int(flat.min())
-    offsets = (flat - low).astype(np.intp)
-    span = _Span(low, int(offsets.max()) + 1)
-    view = np.asarray(span)
-    return lambda: view[offsets]
-
-
-class _Span:
-    """``__array_interface__`` of the ``nbytes`` bytes at address ``address`` (uint8): numpy
-    makes a view without reading anything; only the gathered bytes are ever touched."""
-
-    def __init__(self, address: int, nbytes: int) -> None:
-        self.__array_interface__ = {"data": (address, True), "shape": (nbytes,),
-                                    "typestr": "|u1", "version": 3}
+        starts.append((data_ptrs([t])[0] + values[:, None] * size + np.arange(size)).ravel())
+    return reader(np.concatenate(starts) if starts else [], np.uint8)
 
 
 # ----------------------------------------------------------------------------- the process

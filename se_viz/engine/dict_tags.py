@@ -25,28 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .gather import reader
+
 _USED, _TAG, _TYPE = 16, 24, 8  # byte offsets: ma_used, ma_version_tag, ob_type
-_WORD = np.dtype(np.uint64).itemsize
-
-
-class _Span:
-    """``__array_interface__`` of ``n`` uint64 words at ``address``: numpy makes a view
-    without reading anything; only the gathered words are ever touched."""
-
-    def __init__(self, address: int, n: int) -> None:
-        self.__array_interface__ = {"data": (address, True), "shape": (n,),
-                                    "typestr": "<u8", "version": 3}
-
-
-def _gather(addresses: Sequence[int]):
-    """A function returning the uint64 words at ``addresses`` (8-byte aligned)."""
-    if not addresses:
-        return lambda: np.empty(0, np.uint64)
-    at = np.asarray(addresses, np.int64)
-    low = int(at.min())
-    index = ((at - low) // _WORD).astype(np.intp)
-    view = np.asarray(_Span(low, int(index.max()) + 1))
-    return lambda: view[index]
 
 
 class TagReader:
@@ -54,7 +35,7 @@ class TagReader:
     each of ``objects``. The caller keeps every one of them alive while it reads."""
 
     def __init__(self, dicts: Sequence[dict], objects: Sequence[object] = ()) -> None:
-        self.read = _gather([id(d) + _TAG for d in dicts] + [id(o) + _TYPE for o in objects])
+        self.read = reader([id(d) + _TAG for d in dicts] + [id(o) + _TYPE for o in objects])
 
 
 class _Probe:
@@ -65,7 +46,7 @@ class _Probe:
 def available() -> bool:
     """Whether this interpreter's dicts carry a tag that moves on every write (checked on
     plain dicts, OrderedDicts and an instance ``__dict__``; CPython 3.11-3.13 do)."""
-    if sys.implementation.name != "cpython" or not hasattr(np, "asarray"):
+    if sys.implementation.name != "cpython":
         return False
     try:
         plain, ordered, obj = {"a": 1}, OrderedDict(a=1), _Probe()
@@ -73,7 +54,7 @@ def available() -> bool:
         inst = obj.__dict__
         dicts = [plain, ordered, inst]
         read = TagReader(dicts, [obj]).read
-        used = _gather([id(d) + _USED for d in dicts])
+        used = reader([id(d) + _USED for d in dicts])
         if used().tolist() != [len(d) for d in dicts] or read()[-1] != id(_Probe):
             return False
         writes = [lambda: plain.__setitem__("b", 2), lambda: plain.__setitem__("a", 3),
