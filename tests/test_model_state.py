@@ -11,24 +11,31 @@ import paddle
 import pytest
 from paddle import nn
 
-from se_viz.engine import dict_tags, traced
+from se_viz.engine import compat, dict_tags, traced
 from se_viz.engine.model import se_blocks
 
 from .conftest import make_tiny
 
 
-@pytest.fixture(params=["tags", "compare"])
+@pytest.fixture(params=[("tags", "words"), ("tags", "calls"), ("compare", "words"),
+                        ("compare", "calls")], ids="+".join)
 def state_of(request, monkeypatch):
-    """ModelState with the dict tags (where this interpreter has them) or without."""
-    if request.param == "tags":
+    """ModelState with the dict tags (where this interpreter has them) or without, and
+    reading the tensors' addresses and versions from Paddle's objects (`tensor_words`) or
+    asking each tensor."""
+    dicts, tensors = request.param
+    if dicts == "tags":
         if not dict_tags.available():
             pytest.skip("this interpreter's dicts have no usable version tag")
     else:
         monkeypatch.setattr(dict_tags, "available", lambda: False)
+    if tensors == "calls":
+        monkeypatch.setattr(compat, "tensor_words", lambda ts: None)
 
     def make(model):
         state = traced.ModelState(model)
-        assert (state.tags is not None) == (request.param == "tags")
+        assert (state.tags is not None) == (dicts == "tags")
+        assert (state.words is not None) == (tensors == "words")
         assert not state.changed()
         return state
     return make
@@ -80,7 +87,19 @@ CHANGES = {
         {k: v.numpy() + 1 for k, v in m.state_dict().items() if k.startswith("out.")}),
     "one middle value written in place": lambda m: _write_middle(m),
     "a cast to float64": lambda m: m.to(dtype="float64"),
+    "an optimiser step": lambda m: _sgd_step(m),
+    "weights copied in by Tensor.copy_":
+        lambda m: m.out.weight.copy_(paddle.full(m.out.weight.shape, 0.5), False),
+    "weights written by paddle.assign":
+        lambda m: paddle.assign(paddle.full(m.out.bias.shape, 0.5), output=m.out.bias),
 }
+
+
+def _sgd_step(model):
+    """One SGD step of the classifier: moves neither an address nor a version."""
+    opt = paddle.optimizer.SGD(0.1, parameters=model.out.parameters())
+    model(paddle.ones([1, 3, 32, 32])).sum().backward()
+    opt.step()
 
 
 def _write_middle(model):

@@ -309,11 +309,14 @@ class ModelState:
     optimiser steps move neither the address nor the version).
 
     The layers, their dicts and the tensors are listed once, when the graph is bound. A
-    check compares those dicts with copies made then (C-level dict equality: an unchanged
-    value is the same object) and reads the tensors by mapping C functions over them and by
-    one gather, with no Python frame per layer or tensor: about 0.3-0.6 ms for MobileNetV3
-    or SE-ResNet-50 right after a forward pass has evicted them from the caches, 5-10x less
-    than walking the tree (benchmarks/floor.py measures it). A change anywhere in the tree
+    check reads the dicts' CPython version tags (`dict_tags`; one gather) and compares the
+    dicts with copies made then only when a tag moved (C-level dict equality: an unchanged
+    value is the same object); it reads the tensors' addresses and versions from Paddle's
+    own objects (`compat.tensor_words`: three gathers; or asking each tensor, mapped in C, where
+    those cannot be read) and then their sampled values (one gather). No Python frame per
+    layer or tensor: about 0.1-0.2 ms for MobileNetV3 or SE-ResNet-50 right after a forward
+    pass has evicted them from the caches, where walking the tree cost 1.2-1.5 ms
+    (benchmarks/floor.py measures it). A change anywhere in the tree
     shows in a listed dict (a new or replaced sublayer in its parent's), so the tree is not
     walked again. Not seen: a layer's whole ``__dict__`` assigned anew, and a one-element
     tensor replaced by another of the same value (its later in-place writes then go unseen)."""
@@ -332,9 +335,12 @@ class ModelState:
         self.tags = (dict_tags.TagReader(self.own_dicts + self.dicts, self.layers)
                      if dict_tags.available() else None)
         self.tag_values = self.tags.read() if self.tags else None
+        self.words = compat.tensor_words(self.tensors)
+        self.ptrs = compat.data_ptrs(self.tensors)
+        self.versions = compat.inplace_versions(self.tensors)
         self.sample = compat.value_reader(self.tensors, [self._sample_index(t)
                                                          for t in self.tensors])
-        self.contents = self._contents()
+        self.values = self.sample()
 
     @staticmethod
     def _sample_index(t: paddle.Tensor) -> list[int]:
@@ -363,12 +369,17 @@ class ModelState:
     def _copy(dicts: Sequence[dict]) -> list[dict]:
         return [d.copy() for d in dicts]  # an OrderedDict's copy keeps its order checked
 
-    def _contents(self) -> tuple:
-        ptrs = compat.data_ptrs(self.tensors)
-        versions = compat.inplace_versions(self.tensors)
-        if getattr(self, "contents", None) is not None and ptrs != self.contents[0]:
-            return ptrs, versions, b""  # moved: never read memory through the old reader
-        return ptrs, versions, self.sample().tobytes()
+    def _same_tensors(self) -> bool:
+        """Same addresses and versions (Paddle's own words read by three gathers, or asked
+        per tensor), then the same sampled values; never read through the sample reader
+        once an address moved."""
+        if self.words is not None:
+            if not self.words.same():
+                return False
+        elif (compat.data_ptrs(self.tensors) != self.ptrs
+              or compat.inplace_versions(self.tensors) != self.versions):
+            return False
+        return np.array_equal(self.sample(), self.values)
 
     def changed(self) -> bool:
         model = self.model()
@@ -377,7 +388,7 @@ class ModelState:
         if self.tags is None or not np.array_equal(self.tags.read(), self.tag_values):
             if not self._same_structure(model):
                 return True
-        return self._contents() != self.contents
+        return not self._same_tensors()
 
     def _same_structure(self, model: nn.Layer) -> bool:
         """The dicts compared with their copies (after a write the tags saw, or where
