@@ -20,9 +20,10 @@ which swamps what is measured here):
 * capture: ``se_viz.capture(model, x)``, everything a user's call does.
 
 Ratios are medians of per-round ratios. Then where the rest goes: the model check before
-every run (`traced.ModelState`), timed right after a forward, with CPython's dict tags and
-comparing the dicts (as where the tags are not available), and the graphs' nodes after
-ONNX Runtime's optimisations.
+every run (`traced.ModelState`), timed right after a forward as captures run it, asking
+each tensor for its address and version (as where `compat.tensor_words` cannot read
+Paddle's objects) and also comparing the dicts (as where the dict tags are not available),
+and the graphs' nodes after ONNX Runtime's optimisations.
 """
 
 from __future__ import annotations
@@ -68,27 +69,31 @@ def optimised_ops(onnx_bytes: bytes, threads: int, size=None) -> collections.Cou
         return collections.Counter(n.op_type for n in graph.node)
 
 
-def check_cost(model, graph, x: np.ndarray, repeats: int) -> tuple[float, float]:
-    """Medians (ms) of the model check right after a forward: with the dict tags, and
-    comparing the dicts (a ModelState made without the tags)."""
-    from se_viz.engine import dict_tags, traced
+def check_cost(model, graph, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Medians (ms) of the model check right after a forward: as captures run it (dict tags,
+    the tensors' words read from Paddle's objects), asking each tensor for its address and
+    version instead (where the words cannot be read), and comparing the dicts too (where
+    the interpreter has no dict tags)."""
+    from se_viz.engine import compat, dict_tags, traced
 
     outs = [o.name for o in graph.session.get_outputs()]
-    with_tags = traced.ModelState(model)
-    saved = dict_tags.available
-    dict_tags.available = lambda: False
+    states = {"used": traced.ModelState(model)}
+    saved_tags, saved_words = dict_tags.available, compat.tensor_words
+    compat.tensor_words = lambda ts: None
     try:
-        compare = traced.ModelState(model)
+        states["calls"] = traced.ModelState(model)
+        dict_tags.available = lambda: False
+        states["compare"] = traced.ModelState(model)
     finally:
-        dict_tags.available = saved
-    times: dict[str, list[float]] = {"tags": [], "compare": []}
+        dict_tags.available, compat.tensor_words = saved_tags, saved_words
+    times: dict[str, list[float]] = {k: [] for k in states}
     for _ in range(repeats):
-        for name, state in (("tags", with_tags), ("compare", compare)):
+        for name, state in states.items():
             graph.session.run(outs, {graph.input: x})
             start = time.perf_counter()
             assert not state.changed()
             times[name].append(time.perf_counter() - start)
-    return median_ms(times["tags"]), median_ms(times["compare"])
+    return {k: median_ms(v) for k, v in times.items()}
 
 
 def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: float = 0.0
@@ -123,14 +128,15 @@ def arch_rows(arch: str, folder: Path, batches: list[int], repeats: int, gap: fl
                         f"{m['plain']:.2f} ({r['plain']:.3f}x), graph {m['graph']:.2f} "
                         f"({r['graph']:.3f}x); capture / plain "
                         f"{paired(t['capture'], t['plain']):.3f}x; logits within {gap:.1e}"))
-    tags, compare = check_cost(model, graph, np.zeros((1, 3, 224, 224), np.float32),
-                               max(10, repeats // 2))
+    check = check_cost(model, graph, np.zeros((1, 3, 224, 224), np.float32),
+                       max(10, repeats // 2))
     ops = {"timm": optimised_ops(timm_bytes, threads),
            "plain": optimised_ops(plain_bytes, threads, traced.own_size(model))}
     differ = sorted(k for k in ops["timm"].keys() | ops["plain"].keys()
                     if ops["timm"][k] != ops["plain"][k])
     rows.append(Row(SECTION, f"{arch}: model check before each run, right after a forward",
-                    tags, "ms", f"comparing the dicts: {compare:.2f} ms",
+                    check["used"], "ms", f"asking each tensor: {check['calls']:.2f} ms; "
+                    f"also comparing the dicts: {check['compare']:.2f} ms",
                     f"{len(model.state_dict())} tensors; nodes after ORT's optimisations: "
                     f"timm {sum(ops['timm'].values())}, se_viz {sum(ops['plain'].values())}"
                     + ("; differ in " + ", ".join(f"{k} {ops['timm'][k]}/{ops['plain'][k]}"

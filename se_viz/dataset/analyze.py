@@ -77,33 +77,46 @@ def make_manifest(files: FileList, settings: Settings, model: Any, pre: Preproce
 def compute_shards(model: Any, files: FileList, shards: Sequence[int], pre: Preprocessing,
                    manifest: dict, out: Path, run: RunOptions) -> int:
     """Decode, forward and sum the given shards, saving each when done; returns how many."""
+    key = manifest["key"]
+    blocks, width = key["blocks"], sum(key["channels"])
+    desc = f"rank {run.rank}/{run.world}" if run.world > 1 else "images"
+    sums, done = ShardSums(blocks, width), 0
+    for shard, index, cap, bad, last in captured_batches(model, files, key, shards, pre, run,
+                                                         desc):
+        sums.bad += bad
+        if cap is not None:
+            sums.add(index, files.labels[index], cap.gates, cap.probabilities,
+                     file_stamps(files.root, [files.files[i] for i in index]))
+        if last:
+            save_npz(shard_path(out, shard), sums.arrays(shard, manifest["key_sha256"]))
+            sums, done = ShardSums(blocks, width), done + 1
+    return done
+
+
+def captured_batches(model: Any, files: FileList, key: dict, shards: Sequence[int],
+                     pre: Preprocessing, run: RunOptions, desc: str) -> Iterator[tuple]:
+    """The given shards' images decoded (``run.workers`` processes) and captured batch by
+    batch, with a progress bar labelled ``desc``: yields (shard, index, capture, bad, last),
+    index the file positions captured (capture None when none could be decoded), bad
+    [(position, reason)] for the files that could not, last whether the shard ends here.
+    (se-viz analyze sums the batches, se-viz refit keeps their pairs.)"""
     from tqdm import tqdm
 
     from ..engine.capture import capture
 
-    key = manifest["key"]
-    blocks, width = key["blocks"], sum(key["channels"])
     total = sum(hi - lo for lo, hi in (shard_range(key, s) for s in shards))
-    desc = f"rank {run.rank}/{run.world}" if run.world > 1 else "images"
-    sums, done, skipped = ShardSums(blocks, width), 0, 0
+    skipped = 0
     with Decoder(run.workers, pre) as decoder, \
             tqdm(total=total, unit="img", desc=desc, disable=not run.progress,
                  file=sys.stderr, dynamic_ncols=True) as bar:
         for (shard, lo, hi, last), (x, ok, bad) in decoder.map(file_batches(files, key, shards)):
-            sums.bad += [(lo + p, reason) for p, reason in bad]
-            if ok:
-                cap = capture(model, x, batch_size=len(ok))
-                index = lo + np.asarray(ok, np.int64)
-                sums.add(index, files.labels[index], cap.gates, cap.probabilities,
-                         file_stamps(files.root, [files.files[i] for i in index]))
+            cap = capture(model, x, batch_size=len(ok)) if ok else None
+            yield (shard, lo + np.asarray(ok, np.int64), cap,
+                   [(lo + p, reason) for p, reason in bad], last)
             skipped += len(bad)
             bar.update(hi - lo)
             if skipped:
                 bar.set_postfix(skipped=skipped, refresh=False)
-            if last:
-                save_npz(shard_path(out, shard), sums.arrays(shard, manifest["key_sha256"]))
-                sums, done = ShardSums(blocks, width), done + 1
-    return done
 
 
 def file_batches(files: FileList, key: dict, shards: Sequence[int]

@@ -15,7 +15,6 @@ Blocks are separate members, so one block's pairs are read without the others.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset.analyze import RunOptions, file_batches
-from ..dataset.decode import Decoder
+from ..dataset.analyze import RunOptions, captured_batches
 from ..dataset.files import FileList
-from ..dataset.shards import n_shards, save_npz, shard_done, shard_path, shard_range
+from ..dataset.shards import n_shards, save_npz, shard_done, shard_path
 from ..errors import DatasetError
 from ..images import Preprocessing
 
@@ -77,26 +75,18 @@ class _ShardPairs:
 def compute_pairs(model: Any, files: FileList, shards: Sequence[int], pre: Preprocessing,
                   manifest: dict, out: Path, run: RunOptions) -> int:
     """Decode, run and store the given shards' pairs; returns how many were written."""
-    from tqdm import tqdm
-
-    from ..engine.capture import capture
-
     key = manifest["key"]
-    total = sum(hi - lo for lo, hi in (shard_range(key, s) for s in shards))
     desc = f"pairs, rank {run.rank}/{run.world}" if run.world > 1 else "pairs"
     acc, done = _ShardPairs(key["blocks"]), 0
-    with Decoder(run.workers, pre) as decoder, \
-            tqdm(total=total, unit="img", desc=desc, disable=not run.progress,
-                 file=sys.stderr, dynamic_ncols=True) as bar:
-        for (shard, lo, hi, last), (x, ok, bad) in decoder.map(file_batches(files, key, shards)):
-            acc.bad += [(lo + p, reason) for p, reason in bad]
-            if ok:
-                acc.add(lo + np.asarray(ok, np.int64), capture(model, x, batch_size=len(ok)))
-            bar.update(hi - lo)
-            if last:
-                save_npz(shard_path(out, shard), acc.arrays(shard, manifest["key_sha256"],
-                                                            key["channels"], key["num_classes"]))
-                acc, done = _ShardPairs(key["blocks"]), done + 1
+    for shard, index, cap, bad, last in captured_batches(model, files, key, shards, pre, run,
+                                                         desc):
+        acc.bad += bad
+        if cap is not None:
+            acc.add(index, cap)
+        if last:
+            save_npz(shard_path(out, shard), acc.arrays(shard, manifest["key_sha256"],
+                                                        key["channels"], key["num_classes"]))
+            acc, done = _ShardPairs(key["blocks"]), done + 1
     return done
 
 
