@@ -92,3 +92,27 @@ def test_no_readable_memory_means_no_layout(monkeypatch):
         monkeypatch.undo()
         compat.tensor_layout.cache_clear()
     assert compat.tensor_layout() is not None
+
+
+def test_a_forked_child_reads_its_own_memory():
+    """The file on /proc/self/mem is opened again in a child: an inherited one would read
+    the parent's memory (here: zeros the child overwrote)."""
+    import os
+
+    import numpy as np
+
+    shared = np.zeros(4, np.int64)  # at the same address in both processes
+    parent = compat._memory()
+    pid = os.fork()
+    if pid == 0:  # the child: its exit status says whether it read its own memory
+        ok = False
+        try:
+            shared[:] = 7
+            mem = compat._memory()
+            ok = (mem is not parent and mem.pid == os.getpid()
+                  and mem.read(shared.ctypes.data, shared.nbytes) == shared.tobytes())
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert compat._memory() is parent and not shared.any()

@@ -218,6 +218,7 @@ class _Memory:
     """Reads of this process's memory that fail (None) instead of crashing."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self.fd = os.open("/proc/self/mem", os.O_RDONLY)
 
     def read(self, address: int, n: int) -> bytes | None:
@@ -242,12 +243,22 @@ class _Memory:
         return None if data is None else list(struct.unpack(f"<{n}Q", data))
 
 
-@functools.lru_cache(maxsize=None)
+_MEMORY: list[_Memory] = []
+
+
 def _memory() -> _Memory | None:
+    """This process's memory, opened once per process (a forked child's inherited file
+    would read its parent's); None where /proc/self/mem cannot be opened."""
+    if _MEMORY and _MEMORY[0].pid == os.getpid():
+        return _MEMORY[0]
     try:
-        return _Memory()
+        mem = _Memory()
     except OSError:
         return None
+    if _MEMORY:
+        os.close(_MEMORY[0].fd)
+    _MEMORY[:] = [mem]
+    return mem
 
 
 def _truth(t: paddle.Tensor) -> tuple[int, int, int]:
@@ -310,7 +321,7 @@ def tensor_layout() -> Layout | None:
             if int(view._offset()) == 0 or int(view.data_ptr()) != int(base.data_ptr()) + 400:
                 return None  # no view to tell the byte offset from the rest
             found = None
-            for step in range(2):
+            for _ in range(2):
                 for t in probes:
                     c = _candidates(mem, t)
                     found = c if found is None else found & c
@@ -346,7 +357,8 @@ class TensorWords:
                 return
         except Exception:  # noqa: BLE001 - a tensor Paddle cannot answer for (no memory)
             return
-        self._impls = reader([id(t) + _IMPL for t in tensors])
+        self._tensors = list(tensors)  # held: their objects are read on every check
+        self._impls = reader([id(t) + _IMPL for t in self._tensors])
         impl = self._impls()
         self._fields = reader(np.concatenate(
             [impl + np.uint64(k) for k in (lay.offset, lay.holder, lay.version)]
