@@ -10,7 +10,8 @@ another version warns once (`PaddleVersionWarning`); an access that is gone rais
     inplace_versions(ts)   Tensor._inplace_version()      (traced.ModelState)
     data_ptrs(ts)          Tensor.data_ptr()              (traced.ModelState)
     memory(t)              a CPU tensor's bytes, read in place through ctypes
-    value_reader(ts, ix)   a few values of many tensors, read in place by one gather (traced.ModelState)
+    value_reader(ts, ix)   a few values of many tensors, read in place by one gather
+                                                          (traced.ModelState)
     tensor_words(ts)       the same addresses and versions read from Paddle's C++ objects by three
                            gathers (`TensorWords`; offsets found and checked at run time by
                            `tensor_layout`)                (traced.ModelState)
@@ -184,10 +185,11 @@ def value_reader(tensors: Sequence[paddle.Tensor], index: Sequence[Sequence[int]
 # The words are where Paddle keeps them (Paddle 3.3, Linux x86-64): a tensor object holds a
 # ``paddle::Tensor`` whose first member points to its ``DenseTensor``; that holds the meta
 # (with the byte offset into the allocation), the ``Allocation`` (whose base address it
-# holds) and the in-place version counter. Their offsets are not assumed: `tensor_layout` finds them
-# once, on probe tensors made for it, reading through ``/proc/self/mem`` (a read there fails
-# instead of crashing), and accepts them only when exactly one set of offsets explains every
-# probe's address, byte offset and version, also after an in-place write and for a view.
+# holds) and the in-place version counter. Their offsets are not assumed: `tensor_layout`
+# finds them once, on probe tensors made for it, reading through ``/proc/self/mem`` (a read
+# there fails instead of crashing), and accepts them only when exactly one set of offsets
+# explains every probe's address, byte offset and version, also after an in-place write and
+# for a view.
 # `TensorWords` then checks every tensor it is given the same safe way against Paddle's own
 # answers and is used only if all agree. Where any of this fails (another Paddle, another
 # platform, a tensor of another kind), callers ask Paddle per tensor instead.
@@ -267,7 +269,8 @@ def _truth(t: paddle.Tensor) -> tuple[int, int, int]:
 
 def _explains(mem: _Memory, lay: Layout, t: paddle.Tensor) -> bool:
     """Whether ``lay`` reads ``t``'s data address and version as Paddle gives them."""
-    return _read(mem, lay, t) == (int(t.data_ptr()), int(t._inplace_version()))
+    ptr, _, version = _truth(t)
+    return _read(mem, lay, t) == (ptr, version)
 
 
 def _read(mem: _Memory, lay: Layout, t: paddle.Tensor) -> tuple[int, int] | None:
@@ -397,7 +400,6 @@ def tensor_words(tensors: Sequence[paddle.Tensor]) -> TensorWords | None:
     (then use `data_ptrs` and `inplace_versions`)."""
     words = TensorWords(tensors)
     return words if words.usable else None
-
 
 
 # ----------------------------------------------------------------------------- the process

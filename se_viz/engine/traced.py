@@ -312,14 +312,14 @@ class ModelState:
     check reads the dicts' CPython version tags (`dict_tags`; one gather) and compares the
     dicts with copies made then only when a tag moved (C-level dict equality: an unchanged
     value is the same object); it reads the tensors' addresses and versions from Paddle's
-    own objects (`compat.tensor_words`: three gathers; or asking each tensor, mapped in C, where
-    those cannot be read) and then their sampled values (one gather). No Python frame per
-    layer or tensor: about 0.1-0.2 ms for MobileNetV3 or SE-ResNet-50 right after a forward
-    pass has evicted them from the caches, where walking the tree cost 1.2-1.5 ms
-    (benchmarks/floor.py measures it). A change anywhere in the tree
-    shows in a listed dict (a new or replaced sublayer in its parent's), so the tree is not
-    walked again. Not seen: a layer's whole ``__dict__`` assigned anew, and a one-element
-    tensor replaced by another of the same value (its later in-place writes then go unseen)."""
+    own objects (`compat.tensor_words`: three gathers; or asking each tensor, mapped in C,
+    where those cannot be read) and then their sampled values (one gather). No Python frame
+    per layer or tensor: about 0.1-0.2 ms for MobileNetV3 or SE-ResNet-50 right after a
+    forward pass has evicted them from the caches, where walking the tree cost 1.2-1.5 ms
+    (benchmarks/floor.py measures it). A change anywhere in the tree shows in a listed dict
+    (a new or replaced sublayer in its parent's), so the tree is not walked again. Not
+    seen: a layer's whole ``__dict__`` assigned anew, and a one-element tensor replaced by
+    another of the same value (its later in-place writes then go unseen)."""
 
     def __init__(self, model: nn.Layer) -> None:
         self.model = weakref.ref(model)
@@ -336,8 +336,9 @@ class ModelState:
                      if dict_tags.available() else None)
         self.tag_values = self.tags.read() if self.tags else None
         self.words = compat.tensor_words(self.tensors)
-        self.ptrs = compat.data_ptrs(self.tensors)
-        self.versions = compat.inplace_versions(self.tensors)
+        if self.words is None:  # asked per tensor on every check, as they are now
+            self.ptrs = compat.data_ptrs(self.tensors)
+            self.versions = compat.inplace_versions(self.tensors)
         self.sample = compat.value_reader(self.tensors, [self._sample_index(t)
                                                          for t in self.tensors])
         self.values = self.sample()
